@@ -1,0 +1,115 @@
+"""Curation: each rule says keep (null) or why not (a reason), as one polars expression.
+
+Prose rules (Gopher quality) judge `text` rows only; `code` rows are judged by running the
+exercise's own tests in the sandbox. A row is rejected by the first rule that fires and stays in
+the table with `status = rejected` and its reason, as datatrove's exclusion writers keep them.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import re
+
+import polars as pl
+
+from pipeline.progress import Progress
+from pipeline.rows import KEPT, reject
+from pipeline.sandbox import Limits, exercise_parts, run_python
+from pipeline.settings import CurationSettings
+
+log = logging.getLogger("schoolhouse.curation")
+
+_WORDS = pl.col("text").str.extract_all(r"\S+")
+
+
+def prose_rules(s: CurationSettings) -> list[tuple[str, pl.Expr]]:
+    """(name, expression that is true when the row breaks the rule), Gopher's quality rules."""
+    words = _WORDS.list.len()
+    mean_len = _WORDS.list.eval(pl.element().str.len_chars()).list.mean()
+    symbols = pl.col("text").str.count_matches(r"#|\.\.\.|…")
+    alpha = _WORDS.list.eval(pl.element().str.contains(r"[^\W\d_]")).list.mean()
+    return [
+        ("too_few_words", words < s.min_words),
+        ("too_many_words", words > s.max_words),
+        ("mean_word_length", (mean_len < s.min_mean_word_length) | (mean_len > s.max_mean_word_length)),
+        ("symbol_ratio", symbols / words > s.max_symbol_word_ratio),
+        ("alpha_words", alpha < s.min_alpha_word_ratio),
+    ]  # fmt: skip
+
+
+def first_reason(rules: list[tuple[str, pl.Expr]], stage: str) -> pl.Expr:
+    return pl.coalesce(
+        [pl.when(broken).then(pl.lit(f"{stage}:{name}")) for name, broken in rules]
+        + [pl.lit(None, pl.String)]
+    )
+
+
+def check_exercise(text: str, limits: Limits) -> tuple[str | None, dict]:
+    """Run a code exercise's tests against its solution; (reason or None, what was measured)."""
+    parts = exercise_parts(text)
+    if parts is None:
+        return "curation:code_format", {"code": "no '### Function' / '### Tests' code blocks"}
+    solution, tests = parts
+    if "assert" not in tests:
+        return "curation:no_tests", {"code": "the tests block has no assert"}
+    for name, source in (("solution", solution), ("tests", tests)):
+        try:
+            ast.parse(source)
+        except SyntaxError as error:
+            return "curation:syntax_error", {"code": f"{name}: {error.msg} (line {error.lineno})"}
+    outcome = run_python(solution + "\n\n" + tests, limits)
+    checks = {"code": outcome.status, "why": outcome.reason, "seconds": round(outcome.seconds, 3)}
+    return (None if outcome.passed else f"curation:tests_{outcome.status}"), checks
+
+
+def curate(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
+    is_text = pl.col("domain") == "text"
+    prose = first_reason(prose_rules(settings), "curation")
+    frame = reject(frame, pl.when(is_text).then(prose))
+
+    code_rows = frame.filter(KEPT & (pl.col("domain") == "code"))
+    limits = Limits(wall_s=settings.sandbox_timeout_s, cpu_s=max(1, int(settings.sandbox_timeout_s)))
+    progress = Progress("code tests", code_rows.height, log)
+    verdicts: dict[str, tuple[str | None, str]] = {}
+    for row_id, text in code_rows.select("id", "text").iter_rows():
+        reason, checks = check_exercise(text, limits)
+        verdicts[row_id] = (reason, json.dumps(checks))
+        progress.advance()
+    if verdicts:
+        table = pl.DataFrame(
+            {"id": list(verdicts), "code_reason": [v[0] for v in verdicts.values()],
+             "code_checks": [v[1] for v in verdicts.values()]},
+            schema={"id": pl.String, "code_reason": pl.String, "code_checks": pl.String},
+        )  # fmt: skip
+        frame = frame.join(table, on="id", how="left", maintain_order="left")
+        frame = reject(frame, pl.col("code_reason")).with_columns(
+            checks=pl.coalesce("code_checks", "checks")
+        ).drop("code_reason", "code_checks")
+    return frame
+
+
+def normalized(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
+
+
+def exact_dedup(frame: pl.DataFrame) -> pl.DataFrame:
+    """Keep the first kept row (in id order) of each normalized-text hash; reject the others."""
+    key = pl.col("text").map_elements(
+        lambda t: hashlib.sha1(normalized(t).encode()).hexdigest(), return_dtype=pl.String
+    )
+    frame = frame.with_columns(_hash=key)
+    first = (
+        frame.filter(KEPT).sort("id").group_by("_hash", maintain_order=True).agg(_first=pl.col("id").first())
+    )
+    frame = frame.join(first, on="_hash", how="left", maintain_order="left")
+    frame = frame.with_columns(_dup=KEPT & (pl.col("_first") != pl.col("id")).fill_null(False))
+    frame = frame.with_columns(
+        checks=pl.when("_dup")
+        .then(pl.format('{{"duplicate_of": "{}"}}', pl.col("_first")))
+        .otherwise(pl.col("checks"))
+    )
+    frame = reject(frame, pl.when("_dup").then(pl.lit("dedup:exact")))
+    return frame.drop("_hash", "_first", "_dup")

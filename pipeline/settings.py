@@ -1,0 +1,174 @@
+"""Typed settings for every stage, and the named profiles that fill them.
+
+A profile is a set of values on top of the defaults below; a run may override any single value.
+Everything is validated before any work: an invalid value raises `ConfigError` naming the field
+and what it accepts.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A profile name or a config value that is not allowed."""
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=True, frozen=True)
+
+
+class Domain(str, Enum):
+    code = "code"
+    text = "text"
+
+
+class StudentSize(str, Enum):
+    tiny = "tiny"
+    phi_1_5 = "phi-1.5"
+    phi_2 = "phi-2"
+
+
+class Precision(str, Enum):
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class TeacherSettings(_Settings):
+    urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8000/v1"],
+        description="OpenAI-compatible base URLs of vLLM servers (ending in /v1).",
+    )
+    model: str = Field("SmolLM2-135M-Instruct", description="Model name the server serves.")
+    connect_timeout_s: float = Field(60.0, gt=0, description="Give up on an unreachable server.")
+    request_timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
+    concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once.")
+
+
+class GenerationSettings(_Settings):
+    batch: str = Field("demo", min_length=1, description="Name of this batch of generations.")
+    domains: list[Domain] = Field(default_factory=lambda: [Domain.code, Domain.text])
+    samples_per_domain: int = Field(32, ge=1, description="Prompts planned per domain.")
+    max_tokens: int = Field(384, ge=16, le=32768, description="Completion token limit.")
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int = Field(0, description="Seed for topic sampling and the teacher's sampling.")
+
+
+class CurationSettings(_Settings):
+    min_words: int = Field(50, ge=1, description="Text rows with fewer words are rejected.")
+    max_words: int = Field(100_000, ge=1)
+    min_mean_word_length: float = Field(3.0, ge=0, description="Gopher quality rule.")
+    max_mean_word_length: float = Field(10.0, ge=0, description="Gopher quality rule.")
+    max_symbol_word_ratio: float = Field(0.1, ge=0, description="Gopher: '#' and '...' per word.")
+    min_alpha_word_ratio: float = Field(0.8, ge=0, le=1, description="Gopher: words with a letter.")
+    decontamination_ngram: int = Field(13, ge=3, description="n for n-gram exam overlap.")
+    sandbox_timeout_s: float = Field(10.0, gt=0, description="Wall time per code row's tests.")
+
+
+class TrainingSettings(_Settings):
+    size: StudentSize = Field(StudentSize.tiny, description="Student shape.")
+    init_from: str = Field("", description="HF checkpoint folder to continue from ('' = scratch).")
+    seq_len: int = Field(256, ge=8, description="Packed sequence length.")
+    micro_batch_size: int = Field(8, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    max_steps: int = Field(150, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(15, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3.")
+    precision: Precision = Field(Precision.bf16)
+    num_gpus: int = Field(0, ge=0, description="0 trains on the CPU in one process.")
+    seed: int = Field(0)
+
+
+class ExamSettings(_Settings):
+    mmlu_limit: int = Field(120, ge=0, description="MMLU questions (0 = all 14,042).")
+    mmlu_shots: int = Field(0, ge=0, le=5, description="Examples from the same subject.")
+    humaneval_limit: int = Field(10, ge=0, description="HumanEval problems (0 = all 164).")
+    max_new_tokens: int = Field(192, ge=1)
+    batch_size: int = Field(16, ge=1)
+    timeout_s: float = Field(10.0, gt=0, description="Wall time per HumanEval program.")
+    seed: int = Field(0)
+
+
+class ReleaseSettings(_Settings):
+    model_name: str = Field("schoolhouse-student", min_length=1)
+    repo_id: str = Field("", description="Hub repo id; '' writes a local folder.")
+    license: str = Field("apache-2.0")
+
+
+class Settings(_Settings):
+    profile: str
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    curation: CurationSettings = Field(default_factory=CurationSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    exam: ExamSettings = Field(default_factory=ExamSettings)
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+
+
+STAGES = ("teacher", "generation", "curation", "training", "exam", "release")
+
+# Each profile lists only what differs from the defaults above (which are the CPU demo).
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "demo": {},
+    "phi-1.5": {
+        "generation": {"samples_per_domain": 10_000, "max_tokens": 2048},
+        "training": {
+            "size": "phi-1.5",
+            "seq_len": 2048,
+            "micro_batch_size": 8,
+            "grad_accum_steps": 4,
+            "max_steps": 20_000,
+            "lr": 2e-4,
+            "warmup_steps": 750,
+            "zero_stage": 1,
+            "num_gpus": 1,
+        },
+        "exam": {"mmlu_limit": 0, "humaneval_limit": 0, "max_new_tokens": 512},
+    },
+    "phi-2": {
+        "generation": {"samples_per_domain": 10_000, "max_tokens": 2048},
+        "training": {
+            "size": "phi-2",
+            "seq_len": 2048,
+            "micro_batch_size": 4,
+            "grad_accum_steps": 8,
+            "max_steps": 20_000,
+            "lr": 2e-4,
+            "warmup_steps": 750,
+            "zero_stage": 2,
+            "num_gpus": 1,
+        },
+        "exam": {"mmlu_limit": 0, "humaneval_limit": 0, "max_new_tokens": 512},
+    },
+}
+
+
+def _describe(error: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"])
+        value = item.get("input")
+        lines.append(f"{prefix}{field} = {value!r}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def resolve(profile: str, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
+    """Profile values, then the run's overrides (None means "keep the profile's value")."""
+    if profile not in PROFILES:
+        raise ConfigError(f"profile = {profile!r}: must be one of {', '.join(PROFILES)}")
+    merged: dict[str, Any] = {"profile": profile}
+    for stage in STAGES:
+        values = dict(PROFILES[profile].get(stage, {}))
+        values.update({k: v for k, v in (overrides or {}).get(stage, {}).items() if v is not None})
+        merged[stage] = values
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(f"invalid config: {_describe(error)}") from None

@@ -1,0 +1,244 @@
+"""The teacher: a vLLM OpenAI-compatible server, and an async client that talks to it.
+
+`VllmServer` starts `python -m vllm.entrypoints.openai.api_server` in its own process group,
+waits for `/health` and stops the whole group. `TeacherClient` sends chat requests with bounded
+concurrency, spreading them over one or more servers; the openai client retries connection
+errors and 5xx with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+
+
+class TeacherUnreachable(RuntimeError):
+    """No answer from a teacher URL within the connect timeout."""
+
+
+def _health_url(base_url: str) -> str:
+    root = base_url.rstrip("/")
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")]
+    return root + "/health"
+
+
+def _healthy(base_url: str, timeout_s: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(_health_url(base_url), timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_until_healthy(base_url: str, timeout_s: float, alive=lambda: True) -> None:
+    """Poll `/health` until it answers 200; raise `TeacherUnreachable` naming the URL."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _healthy(base_url, timeout_s=min(5.0, timeout_s)):
+            return
+        if not alive():
+            raise TeacherUnreachable(f"teacher server for {base_url} exited before it was ready")
+        time.sleep(1.0)
+    raise TeacherUnreachable(
+        f"teacher at {base_url} did not answer {_health_url(base_url)} within {timeout_s:.0f}s"
+    )
+
+
+@dataclass
+class VllmServer:
+    """A vLLM server process for one model folder; use as a context manager."""
+
+    model_dir: Path
+    served_name: str
+    port: int = 8000
+    host: str = "127.0.0.1"
+    dtype: str = "auto"
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    log_path: Path | None = None
+    startup_timeout_s: float = 600.0
+    cpu: bool = True
+
+    def __post_init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.model_dir),
+            "--served-model-name", self.served_name,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--dtype", self.dtype,
+            "--max-model-len", str(self.max_model_len),
+        ]  # fmt: skip
+        if not self.cpu:
+            cmd += [
+                "--tensor-parallel-size", str(self.tensor_parallel_size),
+                "--gpu-memory-utilization", str(self.gpu_memory_utilization),
+            ]  # fmt: skip
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.cpu:
+            # Measured on 2-core AVX2 machines: binding "all" crashes; reserving a core starves it.
+            cores = os.cpu_count() or 1
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}")
+            env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        return env
+
+    def start(self) -> VllmServer:
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._process = subprocess.Popen(
+            self.command(),
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stop() reaches the engine too
+        )
+        try:
+            wait_until_healthy(self.url, self.startup_timeout_s, alive=self.running)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+    def __enter__(self) -> VllmServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Completion:
+    key: str
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None = None
+
+
+@dataclass
+class ChatRequest:
+    key: str
+    prompt: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+
+
+class TeacherClient:
+    """Bounded-concurrency chat completions over one or more OpenAI-compatible servers."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        model: str,
+        concurrency: int = 64,
+        request_timeout_s: float = 600.0,
+        connect_timeout_s: float = 60.0,
+        max_retries: int = 4,
+    ):
+        if not urls:
+            raise ValueError("teacher.urls is empty: give at least one server URL")
+        self.urls, self.model = list(urls), model
+        self.concurrency = concurrency
+        self.connect_timeout_s = connect_timeout_s
+        self._timeout = request_timeout_s
+        self._max_retries = max_retries
+
+    def check_reachable(self) -> None:
+        """Fail fast (within the connect timeout) and name the URL that does not answer."""
+        for url in self.urls:
+            wait_until_healthy(url, self.connect_timeout_s)
+
+    async def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[Completion]:
+        """Yield completions as they finish (not in request order)."""
+        clients = [
+            openai.AsyncOpenAI(
+                base_url=url, api_key="EMPTY", timeout=self._timeout, max_retries=self._max_retries
+            )
+            for url in self.urls
+        ]
+        semaphore = asyncio.Semaphore(self.concurrency)
+        round_robin = itertools.cycle(clients)
+
+        async def one(request: ChatRequest, client: openai.AsyncOpenAI) -> Completion:
+            async with semaphore:
+                try:
+                    response = await client.chat.completions.create(
+                        model=self.model,
+                        messages=[{"role": "user", "content": request.prompt}],
+                        max_tokens=request.max_tokens,
+                        temperature=request.temperature,
+                        top_p=request.top_p,
+                        seed=request.seed,
+                    )
+                except (openai.APIConnectionError, openai.APITimeoutError) as error:
+                    raise TeacherUnreachable(
+                        f"teacher at {client.base_url} failed: {error}"
+                    ) from error
+                except openai.APIStatusError as error:
+                    # A request the server rejects (4xx) becomes a rejected row, not a crash.
+                    return Completion(request.key, "", "error", 0, 0, error=str(error)[:500])
+            choice = response.choices[0] if response.choices else None
+            usage = response.usage
+            return Completion(
+                key=request.key,
+                text=(choice.message.content or "") if choice else "",
+                finish_reason=(choice.finish_reason or "unknown") if choice else "empty",
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+            )
+
+        tasks = [asyncio.create_task(one(r, next(round_robin))) for r in requests]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                yield await finished
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for client in clients:
+                await client.close()
