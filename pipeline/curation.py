@@ -51,10 +51,8 @@ def check_exercise(text: str, limits: Limits) -> tuple[str | None, dict]:
     """Run a code exercise's tests against its solution; (reason or None, what was measured)."""
     parts = exercise_parts(text)
     if parts is None:
-        return "curation:code_format", {"code": "no '### Function' / '### Tests' code blocks"}
+        return "curation:code_format", {"code": "no function block followed by a block of asserts"}
     solution, tests = parts
-    if "assert" not in tests:
-        return "curation:no_tests", {"code": "the tests block has no assert"}
     for name, source in (("solution", solution), ("tests", tests)):
         try:
             ast.parse(source)

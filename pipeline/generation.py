@@ -60,7 +60,7 @@ def rejection_reason(completion: Completion) -> str | None:
         return "generation:teacher_error"
     if completion.finish_reason == "length":
         return "generation:truncated"
-    if not completion.text.strip():
+    if not completion.text.strip() or completion.completion_tokens == 0:
         return "generation:empty"
     try:
         completion.text.encode("utf-8")
@@ -127,7 +127,7 @@ def generate(
                 ChatRequest(
                     key=row["id"], prompt=row["prompt"], max_tokens=max_tokens,
                     temperature=sampling["temperature"], top_p=sampling["top_p"],
-                    seed=sampling["seed"],
+                    seed=sampling["seed"], answer_prefix=row.get("answer_prefix", ""),
                 )
             )  # fmt: skip
         started = time.monotonic()

@@ -33,25 +33,29 @@ STYLES = {
 TEXT_TEMPLATE = (
     "Write {style_description} about \"{topic}\" (field: {field}) for {audience_description}. "
     "Teach the idea so the reader truly understands it; be accurate and self-contained. "
-    "Do not address me and do not add a preamble."
+    "Do not address me and do not add a preamble. Keep it under {words} words."
 )
 
-CODE_TEMPLATE = """Write one {difficulty} Python exercise about {concept}.
-Answer in exactly this format and nothing else:
+CODE_TEMPLATE = """Write one {difficulty} Python exercise about {concept}: a function with a
+docstring, its reference solution, and assert-based tests, in exactly the format of this example.
 
 ### Function
 ```python
-def function_name(arguments):
-    \"\"\"Docstring: what the function does, its arguments and what it returns.\"\"\"
-    # reference solution
+def count_vowels(word: str) -> int:
+    \"\"\"Return how many vowels (a, e, i, o, u) the lower-cased word contains.\"\"\"
+    return sum(1 for letter in word.lower() if letter in "aeiou")
 ```
 
 ### Tests
 ```python
-assert function_name(...) == ...
-assert function_name(...) == ...
-assert function_name(...) == ...
+assert count_vowels("banana") == 3
+assert count_vowels("Sky") == 0
+assert count_vowels("AEIOU") == 5
 ```"""
+
+# The answer is started for the teacher (vLLM's continue_final_message), which small teachers
+# need to keep to the format; the prefix is part of the stored text.
+CODE_ANSWER_PREFIX = "### Function\n```python\n"
 
 
 def row_id(prompt: str, sampling: dict, teacher_model: str) -> str:
@@ -84,6 +88,7 @@ def plan_text(n: int, seed: int, topics: list[tuple[str, str]] | None = None) ->
         audience = rng.choice(list(AUDIENCES))
         style = rng.choice(list(STYLES))
         prompt = TEXT_TEMPLATE.format(
+            words=300,
             style_description=STYLES[style],
             topic=topic,
             field=field,
@@ -91,7 +96,7 @@ def plan_text(n: int, seed: int, topics: list[tuple[str, str]] | None = None) ->
         )
         rows.append(
             dict(domain="text", topic=f"{field}: {topic}", audience=audience, style=style,
-                 template="text/v1", prompt=prompt)
+                 template="text/v1", prompt=prompt, answer_prefix="")
         )  # fmt: skip
     return rows
 
@@ -105,7 +110,7 @@ def plan_code(n: int, seed: int) -> list[dict]:
         prompt = CODE_TEMPLATE.format(concept=concept, difficulty=difficulty)
         rows.append(
             dict(domain="code", topic=concept, audience=difficulty, style="exercise",
-                 template="code/exercise-v1", prompt=prompt)
+                 template="code/exercise-v1", prompt=prompt, answer_prefix=CODE_ANSWER_PREFIX)
         )  # fmt: skip
     return rows
 
@@ -130,7 +135,7 @@ def plan_prompts(
         # A per-row seed keeps repeated prompts distinct and makes every row reproducible.
         row_sampling = dict(sampling, seed=seed * 1_000_003 + index)
         row["sampling"] = json.dumps(row_sampling, sort_keys=True)
-        row["id"] = row_id(row["prompt"], row_sampling, teacher_model)
+        row["id"] = row_id(row["prompt"] + row["answer_prefix"], row_sampling, teacher_model)
         if row["id"] not in seen:
             seen[row["id"]] = True
             rows.append(row)

@@ -190,13 +190,11 @@ def run_many(sources: list[str], limits: Limits = Limits(), workers: int | None 
 
 
 def exercise_parts(text: str) -> tuple[str, str] | None:
-    """Split a code exercise in the fixed format into (solution, tests), or None."""
-    blocks = re.findall(r"```(?:python|py)?\s*\n(.*?)```", text, flags=re.DOTALL)
-    function_at = text.find("### Function")
-    tests_at = text.find("### Tests")
-    if function_at < 0 or tests_at < 0 or tests_at < function_at or len(blocks) < 2:
-        return None
-    solution = blocks[0]
-    tests = "\n".join(blocks[1:])
-    return solution, tests
-
+    """Split a code exercise into (solution, tests): the first fenced block that defines a
+    function, and every later fenced block with an assert. None when the format is not there."""
+    blocks = re.findall(r"```(?:python|py)?[ \t]*\n(.*?)```", text, flags=re.DOTALL)
+    for i, block in enumerate(blocks):
+        if re.search(r"^\s*def \w+\s*\(", block, flags=re.MULTILINE):
+            tests = [b for b in blocks[i + 1 :] if re.search(r"^\s*assert\b", b, flags=re.MULTILINE)]
+            return (block, "\n".join(tests)) if tests else None
+    return None

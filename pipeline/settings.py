@@ -51,8 +51,8 @@ class TeacherSettings(_Settings):
 class GenerationSettings(_Settings):
     batch: str = Field("demo", min_length=1, description="Name of this batch of generations.")
     domains: list[Domain] = Field(default_factory=lambda: [Domain.code, Domain.text])
-    samples_per_domain: int = Field(32, ge=1, description="Prompts planned per domain.")
-    max_tokens: int = Field(384, ge=16, le=32768, description="Completion token limit.")
+    samples_per_domain: int = Field(24, ge=1, description="Prompts planned per domain.")
+    max_tokens: int = Field(1024, ge=16, le=32768, description="Completion token limit.")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int = Field(0, description="Seed for topic sampling and the teacher's sampling.")
@@ -72,6 +72,8 @@ class CurationSettings(_Settings):
 class TrainingSettings(_Settings):
     size: StudentSize = Field(StudentSize.tiny, description="Student shape.")
     init_from: str = Field("", description="HF checkpoint folder to continue from ('' = scratch).")
+    tokenizer: str = Field("", description="Student tokenizer folder ('' = the embedded teacher's).")
+    heldout_fraction: float = Field(0.05, ge=0, lt=1, description="Curated rows kept for perplexity.")
     seq_len: int = Field(256, ge=8, description="Packed sequence length.")
     micro_batch_size: int = Field(8, ge=1)
     grad_accum_steps: int = Field(1, ge=1)

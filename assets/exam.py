@@ -1,0 +1,77 @@
+"""The student sits the exam: MMLU in two formulations, HumanEval pass@1, held-out perplexity."""
+
+
+import math
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from pipeline import exam
+from pipeline.exam_data import read_humaneval, read_mmlu
+from pipeline.report import bar_chart, table
+from pipeline.resources import Schoolhouse
+from trainers.data import PackedTokens
+
+
+def heldout_perplexity(model, data_dir: Path, seq_len: int, max_windows: int = 64) -> float | None:
+    import torch
+
+    try:
+        windows = PackedTokens(data_dir, "valid", seq_len, seed=0)
+    except ValueError:
+        return None  # too few held-out tokens for one window
+    n = min(windows.windows, max_windows)
+    losses = []
+    with torch.inference_mode():
+        for start in range(0, n, 8):
+            batch = torch.from_numpy(windows.next_batch(min(8, n - start)))
+            losses.append(model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss.item())
+    return math.exp(sum(losses) / len(losses))
+
+
+@dg.asset(group_name="exam", kinds={"pytorch"})
+def exam_report(schoolhouse: Schoolhouse, student_model: Path, training_mix: Path) -> dg.Output[pl.DataFrame]:
+    """Per-item results (Parquet) with accuracy per benchmark, micro and macro over subjects."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = schoolhouse.settings.exam
+    model = AutoModelForCausalLM.from_pretrained(student_model, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(student_model)
+    all_items = read_mmlu()
+    items = exam.pick_items(all_items, cfg.mmlu_limit, cfg.seed)
+    problems = read_humaneval()[: cfg.humaneval_limit or None]
+    results = pl.concat([
+        exam.mmlu(model, tokenizer, items, all_items, cfg.mmlu_shots, cfg.batch_size, cfg.seed),
+        exam.humaneval(model, tokenizer, problems, cfg.max_new_tokens, cfg.batch_size, cfg.timeout_s),
+    ])  # fmt: skip
+    summary = exam.summarize(results)
+    seq_len = schoolhouse.settings.training.seq_len
+    perplexity = heldout_perplexity(model, training_mix, seq_len)
+    scores = {k: v for k, v in summary.items() if k.endswith("_acc")}
+    chart = bar_chart(list(scores), list(scores.values()), "student exam accuracy",
+                      schoolhouse.path("exam", "scores.png"), "accuracy")  # fmt: skip
+    per_subject = (
+        results.filter(pl.col("benchmark").str.starts_with("mmlu"))
+        .group_by("benchmark", "subject").agg(acc=pl.col("correct").mean(), items=pl.len())
+        .sort("benchmark", "subject")
+    )  # fmt: skip
+    return dg.Output(
+        results,
+        metadata={
+            **{k: dg.MetadataValue.float(v) for k, v in summary.items()},
+            "heldout_perplexity": dg.MetadataValue.float(perplexity if perplexity else float("nan")),
+            "scores": chart,
+            "per_subject": table(per_subject.head(60)),
+        },
+    )
+
+
+@dg.asset_check(asset=exam_report)
+def scores_in_range(exam_report: pl.DataFrame) -> dg.AssetCheckResult:
+    """Every accuracy is a finite number in [0, 1] and no benchmark is empty."""
+    summary = exam.summarize(exam_report)
+    accuracies = {k: v for k, v in summary.items() if k.endswith("acc")}
+    ok = bool(accuracies) and all(math.isfinite(v) and 0 <= v <= 1 for v in accuracies.values())
+    return dg.AssetCheckResult(passed=ok, metadata={k: float(v) for k, v in accuracies.items()})

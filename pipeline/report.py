@@ -1,0 +1,72 @@
+"""What a person sees in the Dagster UI: preview tables, charts as images, counts."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+
+def preview(frame: pl.DataFrame, columns: list[str], rows: int = 10, width: int = 120) -> dg.MetadataValue:
+    shown = frame.head(rows).select(
+        [pl.col(c).cast(pl.String).str.slice(0, width).str.replace_all(r"[\n|]", " ") for c in columns]
+    )
+    return dg.MetadataValue.md(_markdown(shown))
+
+
+def _markdown(frame: pl.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
+    body = "".join("| " + " | ".join("" if v is None else str(v) for v in row) + " |\n"
+                   for row in frame.iter_rows())  # fmt: skip
+    return header + body
+
+
+def table(frame: pl.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(_markdown(frame))
+
+
+def bar_chart(labels: list[str], values: list[float], title: str, path: Path, xlabel: str = "") -> dg.MetadataValue:
+    """Save a horizontal bar chart as PNG and return it as an inline markdown image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.2))
+    ax.barh(labels, values, color="#4c72b0")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return _image(fig, path)
+
+
+def line_chart(xs: list[float], ys: list[float], title: str, path: Path, xlabel: str, ylabel: str) -> dg.MetadataValue:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(xs, ys, color="#4c72b0")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _image(fig, path)
+
+
+def _image(fig, path: Path) -> dg.MetadataValue:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue())
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return dg.MetadataValue.md(f"![{path.stem}](data:image/png;base64,{encoded})")

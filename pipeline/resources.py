@@ -1,0 +1,79 @@
+"""Dagster resources: the run's settings (profile + overrides) and where artifacts live."""
+
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import dagster as dg
+from pydantic import Field, PrivateAttr, create_model
+
+from pipeline import settings as s
+
+
+
+def artifact_home() -> Path:
+    """Where every artifact of the chain lives: $SCHOOLHOUSE_HOME, else ./state."""
+    return Path(os.environ.get("SCHOOLHOUSE_HOME", "state")).resolve()
+
+
+def _launchpad_type(annotation: Any) -> Any:
+    """Dagster config types for the override fields: enums become strings so that a wrong value
+    reaches our validation, whose message lists the allowed values."""
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return str
+    if getattr(annotation, "__origin__", None) is list:
+        (inner,) = annotation.__args__
+        return list[_launchpad_type(inner)]
+    return annotation
+
+
+def _overrides_of(model: type[s._Settings]) -> type[dg.Config]:
+    """A Launchpad config class with the same fields as `model`, each optional (None = profile)."""
+    fields = {
+        name: (Optional[_launchpad_type(f.annotation)], Field(None, description=f.description))
+        for name, f in model.model_fields.items()
+    }
+    return create_model(model.__name__.replace("Settings", "Overrides"), __base__=dg.Config, **fields)
+
+
+TeacherOverrides = _overrides_of(s.TeacherSettings)
+GenerationOverrides = _overrides_of(s.GenerationSettings)
+CurationOverrides = _overrides_of(s.CurationSettings)
+TrainingOverrides = _overrides_of(s.TrainingSettings)
+ExamOverrides = _overrides_of(s.ExamSettings)
+ReleaseOverrides = _overrides_of(s.ReleaseSettings)
+
+
+class Schoolhouse(dg.ConfigurableResource):
+    """The profile for this run, with any single value overridden."""
+
+    profile: str = Field("demo", description=f"One of: {', '.join(s.PROFILES)}.")
+    teacher: TeacherOverrides = Field(default_factory=TeacherOverrides)  # type: ignore[valid-type]
+    generation: GenerationOverrides = Field(default_factory=GenerationOverrides)  # type: ignore[valid-type]
+    curation: CurationOverrides = Field(default_factory=CurationOverrides)  # type: ignore[valid-type]
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides)  # type: ignore[valid-type]
+    exam: ExamOverrides = Field(default_factory=ExamOverrides)  # type: ignore[valid-type]
+    release: ReleaseOverrides = Field(default_factory=ReleaseOverrides)  # type: ignore[valid-type]
+
+    _settings: Optional[s.Settings] = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Runs before the first step: a bad profile or value fails the run before any work.
+        self._settings = self.resolve()
+
+    def resolve(self) -> s.Settings:
+        overrides = {stage: getattr(self, stage).model_dump() for stage in s.STAGES}
+        return s.resolve(self.profile, overrides)
+
+    @property
+    def settings(self) -> s.Settings:
+        if self._settings is None:
+            self._settings = self.resolve()
+        return self._settings
+
+    def path(self, *parts: str) -> Path:
+        path = artifact_home().joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path

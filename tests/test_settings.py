@@ -1,0 +1,57 @@
+import dagster as dg
+import pytest
+
+from pipeline import settings
+from pipeline.resources import Schoolhouse
+
+
+def test_every_profile_resolves():
+    for name in settings.PROFILES:
+        resolved = settings.resolve(name)
+        assert resolved.profile == name
+    assert settings.resolve("phi-1.5").training.size == "phi-1.5"
+    assert settings.resolve("phi-2").training.seq_len == 2048
+
+
+def test_unknown_profile_names_the_allowed_ones():
+    with pytest.raises(settings.ConfigError) as error:
+        settings.resolve("huge")
+    message = str(error.value)
+    assert "profile = 'huge'" in message
+    for name in settings.PROFILES:
+        assert name in message
+
+
+def test_invalid_value_names_field_and_allowed_values():
+    with pytest.raises(settings.ConfigError) as error:
+        settings.resolve("demo", {"training": {"size": "enormous"}})
+    message = str(error.value)
+    assert "training.size = 'enormous'" in message
+    assert "'tiny', 'phi-1.5' or 'phi-2'" in message
+
+    with pytest.raises(settings.ConfigError, match=r"generation.samples_per_domain = 0: .*greater than or equal to 1"):
+        settings.resolve("demo", {"generation": {"samples_per_domain": 0}})
+    with pytest.raises(settings.ConfigError, match=r"exam.no_such_knob"):
+        settings.resolve("demo", {"exam": {"no_such_knob": 1}})
+
+
+def test_override_keeps_other_profile_values():
+    resolved = settings.resolve("phi-1.5", {"training": {"max_steps": 7}})
+    assert resolved.training.max_steps == 7
+    assert resolved.training.size == "phi-1.5"
+
+
+def test_resource_resolves_launchpad_overrides():
+    resource = Schoolhouse(profile="demo", training={"zero_stage": 3})
+    assert resource.settings.training.zero_stage == 3
+
+
+def test_definitions_load_with_every_stage():
+    from pipeline.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {
+        "topics", "prompts", "generations", "curated", "deduped", "decontaminated",
+        "training_mix", "student_model", "exam_report", "model_card", "hub_release",
+    }  # fmt: skip
