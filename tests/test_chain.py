@@ -1,0 +1,115 @@
+"""The whole asset graph with the demo profile against a real vLLM-CPU teacher."""
+
+import time
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from pipeline.definitions import defs
+
+pytestmark = pytest.mark.integration
+
+SMALL = {
+    "generation": {"samples_per_domain": 8, "batch": "test"},
+    "training": {"max_steps": 20, "seq_len": 128},
+    "exam": {"mmlu_limit": 24, "humaneval_limit": 3, "max_new_tokens": 96},
+}
+
+
+def run_chain(config: dict, instance=None):
+    job = defs.resolve_job_def("full_chain")
+    return job.execute_in_process(
+        run_config={"resources": {"schoolhouse": {"config": config}}},
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def table(home, name: str) -> pl.DataFrame:
+    return pl.read_parquet(home / "tables" / f"{name}.parquet")
+
+
+def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_home):
+    result = run_chain({"profile": "demo", "teacher": {"urls": [teacher_url]}, **SMALL})
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {
+        "topics", "prompts", "generations", "curated", "deduped", "decontaminated",
+        "training_mix", "student_model", "exam_report", "model_card", "hub_release",
+    }  # fmt: skip
+
+    # Rows flow through every stage; nothing is dropped, rejected rows keep a reason.
+    generations = table(artifact_home, "generations")
+    assert generations.height == 16 and set(generations["domain"]) == {"code", "text"}
+    assert generations["id"].n_unique() == 16
+    assert (generations["completion_tokens"] > 0).all()
+    for stage in ("curated", "deduped", "decontaminated"):
+        frame = table(artifact_home, stage)
+        assert frame.height == 16
+        rejected = frame.filter(pl.col("status") == "rejected")
+        assert rejected["reason"].is_not_null().all()
+    kept = table(artifact_home, "decontaminated").filter(pl.col("status") == "kept")
+    assert kept.height > 0
+
+    # The student loads and generates.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = artifact_home / "student" / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = tokenizer("Photosynthesis is", return_tensors="pt").input_ids
+    text = tokenizer.decode(model.generate(ids, max_new_tokens=12, do_sample=False)[0][ids.shape[1]:])
+    assert text.strip()
+
+    # Exam numbers are proportions.
+    report = table(artifact_home, "exam_report")
+    for benchmark, group in report.group_by("benchmark"):
+        assert 0.0 <= group["correct"].mean() <= 1.0
+    assert set(report["benchmark"]) == {"mmlu_cloze", "mmlu_mc", "humaneval"}
+
+    # The release folder is a loadable HF model with a card.
+    from huggingface_hub import ModelCard
+
+    release = artifact_home / "release" / "schoolhouse-student"
+    card = ModelCard.load(release / "README.md")
+    assert card.data.eval_results and card.data.model_name == "schoolhouse-student"
+    assert AutoModelForCausalLM.from_pretrained(release).config.model_type == "phi"
+
+    # Re-materializing generations asks the teacher for nothing new: the journal has it all.
+    again = run_chain({"teacher": {"urls": [teacher_url]}, **SMALL})
+    assert again.success
+    gen_event = next(e for e in again.get_asset_materialization_events()
+                     if e.asset_key.to_user_string() == "generations")  # fmt: skip
+    metadata = gen_event.materialization.metadata
+    assert metadata["requested"].value == 0 and metadata["resumed_from_journal"].value == 16
+    assert table(artifact_home, "generations")["text"].to_list() == generations["text"].to_list()
+
+
+def test_unreachable_teacher_fails_fast_naming_the_url(artifact_home):
+    url = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
+    started = time.monotonic()
+    result = run_chain({"teacher": {"urls": [url], "connect_timeout_s": 5}, **SMALL})
+    assert not result.success
+    assert time.monotonic() - started < 60
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "generations"
+    assert "127.0.0.1:9" in str(failure.event_specific_data.error)
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"profile": "gigantic"}, ["profile = 'gigantic'", "demo", "phi-1.5", "phi-2"]),
+        ({"training": {"zero_stage": 7}}, ["training.zero_stage = 7", "less than or equal to 3"]),
+        ({"training": {"precision": "fp8"}}, ["training.precision = 'fp8'", "'bf16' or 'fp32'"]),
+    ],
+)
+def test_bad_config_fails_before_any_work(artifact_home, config, expected):
+    result = run_chain(config)
+    assert not result.success
+    assert not any(e.is_step_success for e in result.all_events)
+    assert not (artifact_home / "tables").exists()
+    message = "\n".join(str(e.event_specific_data) for e in result.all_events if e.is_failure)
+    for fragment in expected:
+        assert fragment in message

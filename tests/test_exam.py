@@ -1,0 +1,117 @@
+"""The exam engine against hand-computed log-likelihoods on a tiny model."""
+
+import json
+
+import pytest
+import torch
+
+from pipeline import exam
+from pipeline.exam_data import read_mmlu
+
+
+@pytest.fixture(scope="module")
+def tiny(embedded_teacher_dir):
+    from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_teacher_dir)
+    torch.manual_seed(0)
+    config = PhiConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512)  # fmt: skip
+    return PhiForCausalLM(config).eval(), tokenizer
+
+
+def by_hand(model, tokenizer, request: exam.Request) -> float:
+    """One unpadded forward pass per request, summing the continuation's log-probabilities."""
+    context = tokenizer(request.context, add_special_tokens=False).input_ids
+    continuation = tokenizer(request.continuation, add_special_tokens=False).input_ids
+    ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+    return sum(logprobs[len(context) - 1 + i, token].item() for i, token in enumerate(continuation))
+
+
+def test_batched_scores_equal_hand_computed_ones(tiny):
+    model, tokenizer = tiny
+    items = read_mmlu()[:6]
+    requests = [r for item in items for r in exam.MULTIPLE_CHOICE.requests(item, [])]
+    requests += [r for item in items for r in exam.CLOZE.requests(item, [])]
+    batched = exam.loglikelihoods(model, tokenizer, requests, batch_size=5)
+    for request, score in zip(requests, batched):
+        assert score == pytest.approx(by_hand(model, tokenizer, request), abs=1e-4)
+
+
+def test_accuracy_is_exactly_what_the_scores_say(tiny):
+    model, tokenizer = tiny
+    items = exam.pick_items(read_mmlu(), 12, seed=1)
+    results = exam.mmlu(model, tokenizer, items, read_mmlu(), shots=0, batch_size=8, seed=0)
+    expected = {}
+    for formulation in exam.FORMULATIONS:
+        correct = 0
+        for item in items:
+            scores = [by_hand(model, tokenizer, r) for r in formulation.requests(item, [])]
+            if formulation.normalize_by_chars:
+                scores = [s / len(formulation.target(item, c)) for c, s in enumerate(scores)]
+            correct += max(range(4), key=lambda c: scores[c]) == item.answer
+        expected[f"mmlu_{formulation.name}_acc"] = correct / len(items)
+    summary = exam.summarize(results)
+    for key, value in expected.items():
+        assert summary[key] == value
+
+
+def test_a_model_that_always_answers_b_scores_the_share_of_b(tiny):
+    model, tokenizer = tiny
+    (b_token,) = tokenizer(" B", add_special_tokens=False).input_ids
+    items = exam.pick_items(read_mmlu(), 40, seed=2)
+    with torch.no_grad():
+        model.lm_head.bias[b_token] += 1e4  # every position now prefers " B" by far
+    try:
+        results = exam.mmlu(model, tokenizer, items, read_mmlu(), shots=0, batch_size=16, seed=0)
+    finally:
+        with torch.no_grad():
+            model.lm_head.bias[b_token] -= 1e4
+    mc = results.filter(results["benchmark"] == "mmlu_mc")
+    assert set(mc["predicted"]) == {"B"}
+    assert exam.summarize(results)["mmlu_mc_acc"] == sum(i.answer == 1 for i in items) / len(items)
+
+
+def test_shots_come_from_the_same_subject_and_never_the_item():
+    items = read_mmlu()
+    pool = {}
+    for item in items:
+        pool.setdefault(item.subject, []).append(item)
+    for item in exam.pick_items(items, 300, seed=3):
+        shots = exam.shots_for(item, pool, 5, seed=0)
+        assert len(shots) == 5
+        assert all(s.subject == item.subject and s.id != item.id for s in shots)
+        assert shots == exam.shots_for(item, pool, 5, seed=0)  # reproducible
+
+
+def test_pick_items_spreads_over_subjects():
+    picked = exam.pick_items(read_mmlu(), 57 * 2, seed=0)
+    subjects = {}
+    for item in picked:
+        subjects[item.subject] = subjects.get(item.subject, 0) + 1
+    assert len(subjects) == 57 and set(subjects.values()) == {2}
+
+
+def test_malformed_exam_file_names_the_line(tmp_path):
+    good = {"question": "q", "answer_a": "a", "answer_b": "b", "answer_c": "c", "answer_d": "d",
+            "correct_answer": "A", "topic": "t"}  # fmt: skip
+    path = tmp_path / "mmlu.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "correct_answer": "E"}) + "\n")
+    with pytest.raises(ValueError, match=r"mmlu.jsonl:2: .*correct_answer"):
+        read_mmlu(path)
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"mmlu.jsonl:2: malformed"):
+        read_mmlu(path)
+    bad = dict(good)
+    del bad["answer_c"]
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=r"mmlu.jsonl:1: .*answer_c"):
+        read_mmlu(path)
+
+
+def test_humaneval_completion_is_cut_at_the_next_top_level_statement():
+    text = "    return x + 1\n\n\ndef other():\n    pass\n"
+    assert exam.truncate_completion(text) == "    return x + 1\n\n"
+
