@@ -1,9 +1,9 @@
 """Quality filters and code tests -> dedup -> decontamination, with blocking checks."""
 
-
 import dagster as dg
 import polars as pl
 
+from pipeline.batches import BATCHES
 from pipeline.curation import curate, exact_dedup
 from pipeline.decontamination import ExamIndex, decontaminate
 from pipeline.report import preview
@@ -20,21 +20,22 @@ def _metadata(frame: pl.DataFrame, stage: str) -> dict:
         "kept_tokens": int(kept["completion_tokens"].sum() or 0),
         f"rejected_by_{stage}": sum(reasons.values()),
         "rejected_by_reason": dg.MetadataValue.json(reasons),
-        "preview": preview(frame.filter(pl.col("reason").str.starts_with(stage)),
-                           ["id", "domain", "reason", "checks"]),  # fmt: skip
+        "preview": preview(
+            frame.filter(pl.col("reason").str.starts_with(stage)), ["id", "domain", "reason", "checks"]
+        ),  # fmt: skip
     }
 
 
-@dg.asset(group_name="curation", kinds={"polars"})
+@dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
 def curated(schoolhouse: Schoolhouse, generations: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """Gopher prose rules on text rows; code rows run their own tests in the sandbox."""
+    """Gopher prose rules on text rows; code rows run their own tests in the sandbox (per batch)."""
     frame = curate(generations, schoolhouse.settings.curation)
     return dg.Output(frame, metadata=_metadata(frame, "curation"))
 
 
 @dg.asset(group_name="curation", kinds={"polars"})
 def deduped(curated: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """Exact duplicates (normalized text) removed, the first row of each kept."""
+    """Exact duplicates (normalized text) across every batch so far, the first row of each kept."""
     frame = exact_dedup(curated)
     return dg.Output(frame, metadata=_metadata(frame, "dedup"))
 

@@ -1,6 +1,5 @@
 """The student sits the exam: MMLU in two formulations, HumanEval pass@1, held-out perplexity."""
 
-
 import math
 from pathlib import Path
 

@@ -1,5 +1,6 @@
-"""Seeds -> prompts -> teacher answers. Logic lives in pipeline.prompts / pipeline.generation."""
+"""Seeds -> prompts -> teacher answers, one batch (date x domain) at a time.
 
+Logic lives in pipeline.prompts, pipeline.generation and pipeline.teacher."""
 
 import json
 
@@ -7,66 +8,72 @@ import dagster as dg
 import polars as pl
 
 from pipeline import prompts as prompt_plan
+from pipeline.batches import BATCHES, batch_parts
 from pipeline.generation import generate
 from pipeline.report import preview, table
 from pipeline.resources import Schoolhouse
 from pipeline.seeds import CODE_CONCEPTS, TEXT_TOPICS
-from pipeline.teacher import TeacherClient
+from pipeline.teacher import serving
 
 
 @dg.asset(group_name="generation", kinds={"polars"})
 def topics(schoolhouse: Schoolhouse) -> dg.Output[pl.DataFrame]:
-    """The seed lists prompts are drawn from: text topics by field, Python concepts."""
+    """The seed lists prompts are drawn from: text topics by field (built-in plus the optional
+    `generation.topics_file`), and Python concepts."""
     rows = [{"domain": "text", "field": f, "topic": t} for f, ts in TEXT_TOPICS.items() for t in ts]
+    topics_file = schoolhouse.settings.generation.topics_file
+    if topics_file:
+        rows += [{"domain": "text", "field": f, "topic": t}
+                 for f, t in prompt_plan.read_topics_file(topics_file)]  # fmt: skip
     rows += [{"domain": "code", "field": "python", "topic": c} for c in CODE_CONCEPTS]
-    frame = pl.DataFrame(rows)
+    frame = pl.DataFrame(rows).unique(maintain_order=True)
+    text = frame.filter(pl.col("domain") == "text")
     return dg.Output(
         frame,
         metadata={
-            "text_topics": len(rows) - len(CODE_CONCEPTS),
-            "fields": len(TEXT_TOPICS),
-            "code_concepts": len(CODE_CONCEPTS),
+            "text_topics": text.height,
+            "fields": text["field"].n_unique(),
+            "code_concepts": frame.height - text.height,
+            "from_topics_file": topics_file or "-",
         },
     )
 
 
-@dg.asset(group_name="generation", kinds={"polars"})
-def prompts(schoolhouse: Schoolhouse, topics: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """The seeded, reproducible plan of teacher requests, one row per future sample."""
+@dg.asset(group_name="generation", kinds={"polars"}, partitions_def=BATCHES)
+def prompts(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
+            topics: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
+    """The seeded, reproducible plan of teacher requests for one batch."""
     cfg = schoolhouse.settings
     g = cfg.generation
-    text_pool = [(r["field"], r["topic"]) for r in topics.filter(pl.col("domain") == "text").iter_rows(named=True)]
+    _, domain = batch_parts(context.partition_key)
+    pool = [(r["field"], r["topic"]) for r in topics.filter(pl.col("domain") == "text").iter_rows(named=True)]
     sampling = {"temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens}
-    plan = prompt_plan.plan_prompts(
-        list(g.domains), g.samples_per_domain, g.seed, sampling, cfg.teacher.model, text_pool
-    )
+    seed = prompt_plan.batch_seed(g.seed, context.partition_key)
+    plan = prompt_plan.plan_prompts(domain, g.samples_per_domain, seed, sampling, cfg.teacher.model, pool)
     frame = pl.DataFrame(plan)
     return dg.Output(
         frame,
         metadata={
             "prompts": frame.height,
-            "by_domain": table(frame.group_by("domain").len().sort("domain")),
-            "preview": preview(frame, ["id", "domain", "topic", "audience", "style"]),
+            "distinct_topics": frame["topic"].n_unique(),
+            "by_audience_and_style": table(frame.group_by("audience", "style").len().sort("len", descending=True)),
+            "preview": preview(frame, ["id", "topic", "audience", "style"]),
         },
     )
 
 
-@dg.asset(group_name="generation", kinds={"polars"})
+@dg.asset(group_name="generation", kinds={"polars", "vllm"}, partitions_def=BATCHES)
 def generations(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
                 prompts: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
-    """Teacher answers for every planned prompt; resumable through an append-only journal."""
+    """Teacher answers for every planned prompt. Each answer is journaled as it arrives, so a
+    re-run (after a crash, a kill, a lost server) requests only the missing ids."""
     cfg = schoolhouse.settings
-    client = TeacherClient(
-        cfg.teacher.urls,
-        cfg.teacher.model,
-        concurrency=cfg.teacher.concurrency,
-        request_timeout_s=cfg.teacher.request_timeout_s,
-        connect_timeout_s=cfg.teacher.connect_timeout_s,
-    )
-    journal = schoolhouse.path("journals", f"{cfg.generation.batch}.jsonl")
-    rows, stats = generate(
-        prompts.to_dicts(), client, journal, cfg.generation.batch, cfg.generation.max_tokens
-    )
+    date, domain = batch_parts(context.partition_key)
+    journal = schoolhouse.path("journals", date, f"{domain}.jsonl")
+    log_path = schoolhouse.path("logs", f"vllm-{date}-{domain}.log")
+    with serving(cfg.teacher, log_path=log_path, on_line=_vllm_line_logger(context)) as client:
+        rows, stats = generate(prompts.to_dicts(), client, journal, str(context.partition_key),
+                               cfg.generation.max_tokens)  # fmt: skip
     kept = rows.filter(pl.col("status") == "kept").height
     context.log.info(f"{rows.height} rows, {kept} kept, rejections: {json.dumps(stats.by_reason)}")
     return dg.Output(
@@ -76,10 +83,21 @@ def generations(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             "kept": kept,
             "resumed_from_journal": stats.resumed,
             "requested": stats.requested,
+            "peak_requests_in_flight": stats.peak_in_flight,
             "prompt_tokens": stats.prompt_tokens,
             "completion_tokens": stats.completion_tokens,
-            "completion_tokens_per_s": round(stats.completion_tokens_per_s, 1),
+            "completion_tokens_per_s": dg.MetadataValue.float(round(stats.completion_tokens_per_s, 1)),
             "rejected_by_reason": dg.MetadataValue.json(stats.by_reason),
-            "preview": preview(rows, ["id", "domain", "status", "reason", "text"]),
+            "preview": preview(rows, ["id", "status", "reason", "completion_tokens", "text"]),
         },
     )
+
+
+def _vllm_line_logger(context: dg.AssetExecutionContext):
+    """Server lines worth a person's attention go to the run's log; all go to the log file."""
+
+    def on_line(line: str) -> None:
+        if any(word in line for word in ("ERROR", "Error", "WARNING", "startup complete", "Traceback")):
+            context.log.info(f"vllm: {line}")
+
+    return on_line

@@ -1,6 +1,5 @@
 """The model card and the release: upload to the hub, or a local folder by default."""
 
-
 import json
 from pathlib import Path
 
@@ -27,7 +26,8 @@ def model_card(schoolhouse: Schoolhouse, student_model: Path, exam_report: pl.Da
         "batches": ", ".join(sorted(decontaminated["batch"].unique().to_list())),
         "rejected as exact duplicates": decontaminated.filter(pl.col("reason") == "dedup:exact").height,
         "rejected as exam-contaminated": decontaminated.filter(
-            pl.col("reason").str.starts_with("decontamination")).height,
+            pl.col("reason").str.starts_with("decontamination")
+        ).height,
     }
     card = release.model_card(cfg.release.model_name, cfg.release.license, cfg.teacher.model,
                               scores, training, data_summary)  # fmt: skip

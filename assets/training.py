@@ -1,6 +1,5 @@
 """Curated rows -> packed token shards -> the student, trained by trainers/ in its own process."""
 
-
 import json
 import sys
 from pathlib import Path

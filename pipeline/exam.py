@@ -41,7 +41,7 @@ class Formulation:
     def render(self, item: MmluItem) -> str:
         if self.name == "cloze":
             return f"Question: {item.question}\nAnswer:"
-        options = "".join(f"\n{letter}. {text}" for letter, text in zip(LETTERS, item.choices))
+        options = "".join(f"\n{letter}. {text}" for letter, text in zip(LETTERS, item.choices, strict=True))
         return f"{item.question}{options}\nAnswer:"
 
     def target(self, item: MmluItem, choice: int) -> str:
@@ -172,14 +172,14 @@ def humaneval(model, tokenizer, problems: list[HumanEvalProblem], max_new_tokens
                 completions.append(truncate_completion(tokenizer.decode(row, skip_special_tokens=True)))
             progress.advance(len(chunk))
     programs = [
-        f"{p.prompt}{c}\n\n{p.test}\n\ncheck({p.entry_point})\n" for p, c in zip(problems, completions)
+        f"{p.prompt}{c}\n\n{p.test}\n\ncheck({p.entry_point})\n" for p, c in zip(problems, completions, strict=True)
     ]
     outcomes = run_many(programs, Limits(wall_s=timeout_s, cpu_s=max(1, int(timeout_s))))
     return pl.DataFrame(
         [{"benchmark": "humaneval", "item": p.task_id, "subject": "python",
           "predicted": c[:2000], "target": "tests pass", "correct": o.passed,
           "detail": o.status + (f": {o.reason}" if o.reason else "")}
-         for p, c, o in zip(problems, completions, outcomes)]
+         for p, c, o in zip(problems, completions, outcomes, strict=True)]
     )  # fmt: skip
 
 

@@ -1,9 +1,8 @@
 """Every arrow of the asset graph is a file: polars frames as Parquet, folders as a pointer.
 
 dagster-polars does not work with polars 2 (it passes the removed `rechunk` argument), and the
-two cases we need fit in a page, so this is our own small IO manager.
+cases we need fit in a page, so this is our own small IO manager.
 """
-
 
 import json
 import os
@@ -12,32 +11,35 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from pipeline.resources import artifact_home
+from pipeline.paths import artifact_home
 
 
 class ArtifactIOManager(dg.ConfigurableIOManager):
-    """`pl.DataFrame` -> `<home>/tables/<asset>.parquet`; `Path` -> `<home>/pointers/<asset>.json`,
-    with <home> = $SCHOOLHOUSE_HOME (default ./state)."""
+    """`pl.DataFrame` -> `<home>/tables/<asset>[/<date>/<domain>].parquet`;
+    `Path` -> `<home>/pointers/<asset>.json`, with <home> = $SCHOOLHOUSE_HOME (default ./state).
 
-    def _base(self, context: dg.OutputContext | dg.InputContext, kind: str, suffix: str) -> Path:
-        key = context.asset_key.path
-        name = "/".join(key)
-        if context.has_partition_key:
-            name += f"/{context.partition_key}"
+    An unpartitioned asset downstream of a batch-partitioned one receives the concatenation of
+    every batch materialized so far."""
+
+    def _path(self, key: dg.AssetKey, partition: str | None, kind: str, suffix: str) -> Path:
+        name = "/".join(key.path)
+        if partition is not None:
+            name += "/" + str(partition).replace("|", "/")
         return artifact_home() / kind / f"{name}{suffix}"
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if obj is None:
             return
+        partition = context.partition_key if context.has_partition_key else None
         if isinstance(obj, pl.DataFrame):
-            path = self._base(context, "tables", ".parquet")
+            path = self._path(context.asset_key, partition, "tables", ".parquet")
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".parquet.tmp")
             obj.write_parquet(tmp)
             os.replace(tmp, path)  # readers never see a half-written table
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
         elif isinstance(obj, Path):
-            path = self._base(context, "pointers", ".json")
+            path = self._path(context.asset_key, partition, "pointers", ".json")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"path": str(obj.resolve())}))
             context.add_output_metadata({"path": dg.MetadataValue.path(str(obj.resolve()))})
@@ -45,13 +47,23 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot store {type(obj).__name__}")
 
     def load_input(self, context: dg.InputContext) -> object:
-        table = self._base(context, "tables", ".parquet")
+        key = context.asset_key
+        if context.has_asset_partitions:
+            paths = [self._path(key, k, "tables", ".parquet") for k in context.asset_partition_keys]
+            present = [p for p in paths if p.exists()]
+            if not present:
+                raise FileNotFoundError(
+                    f"{key.to_user_string()}: no batch has been materialized yet (looked under "
+                    f"{artifact_home() / 'tables' / key.to_user_string()})"
+                )
+            return pl.concat([pl.read_parquet(p) for p in present], how="vertical")
+        table = self._path(key, None, "tables", ".parquet")
         if table.exists():
             return pl.read_parquet(table)
-        pointer = self._base(context, "pointers", ".json")
+        pointer = self._path(key, None, "pointers", ".json")
         if pointer.exists():
             return Path(json.loads(pointer.read_text())["path"])
         raise FileNotFoundError(
-            f"{context.asset_key.to_user_string()} has not been materialized yet (no {table.name} "
+            f"{key.to_user_string()} has not been materialized yet (no {table.name} "
             f"or {pointer.name} under {artifact_home()})"
         )

@@ -31,7 +31,7 @@ STYLES = {
 }
 
 TEXT_TEMPLATE = (
-    "Write {style_description} about \"{topic}\" (field: {field}) for {audience_description}. "
+    'Write {style_description} about "{topic}" (field: {field}) for {audience_description}. '
     "Teach the idea so the reader truly understands it; be accurate and self-contained. "
     "Do not address me and do not add a preamble. Keep it under {words} words."
 )
@@ -115,28 +115,33 @@ def plan_code(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def batch_seed(seed: int, batch: str) -> int:
+    """A seed per batch: every day draws new prompts, and the same day always the same ones."""
+    return int(hashlib.sha256(f"{seed}|{batch}".encode()).hexdigest()[:8], 16)
+
+
 def plan_prompts(
-    domains: list[str],
-    samples_per_domain: int,
+    domain: str,
+    samples: int,
     seed: int,
     sampling: dict,
     teacher_model: str,
     topics: list[tuple[str, str]] | None = None,
 ) -> list[dict]:
-    """The full, deterministic plan: one dict per request, with its id and per-row seed."""
-    planned = []
-    for domain in domains:
-        if domain == "text":
-            planned += plan_text(samples_per_domain, seed, topics)
-        else:
-            planned += plan_code(samples_per_domain, seed)
-    rows, seen = [], {}
+    """The full, deterministic plan for one batch: one dict per request, with its id and seed."""
+    if domain == "text":
+        planned = plan_text(samples, seed, topics)
+    elif domain == "code":
+        planned = plan_code(samples, seed)
+    else:
+        raise ValueError(f"domain = {domain!r}: must be 'code' or 'text'")
+    rows, seen = [], set()
     for index, row in enumerate(planned):
         # A per-row seed keeps repeated prompts distinct and makes every row reproducible.
-        row_sampling = dict(sampling, seed=seed * 1_000_003 + index)
+        row_sampling = dict(sampling, seed=(seed * 1_000_003 + index) % 2**31)
         row["sampling"] = json.dumps(row_sampling, sort_keys=True)
         row["id"] = row_id(row["prompt"] + row["answer_prefix"], row_sampling, teacher_model)
         if row["id"] not in seen:
-            seen[row["id"]] = True
+            seen.add(row["id"])
             rows.append(row)
     return rows

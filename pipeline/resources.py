@@ -1,7 +1,5 @@
 """Dagster resources: the run's settings (profile + overrides) and where artifacts live."""
 
-
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -10,12 +8,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr, create_model
 
 from pipeline import settings as s
-
-
-
-def artifact_home() -> Path:
-    """Where every artifact of the chain lives: $SCHOOLHOUSE_HOME, else ./state."""
-    return Path(os.environ.get("SCHOOLHOUSE_HOME", "state")).resolve()
+from pipeline.paths import artifact_home
 
 
 def _launchpad_type(annotation: Any) -> Any:
@@ -57,7 +50,7 @@ class Schoolhouse(dg.ConfigurableResource):
     exam: ExamOverrides = Field(default_factory=ExamOverrides)  # type: ignore[valid-type]
     release: ReleaseOverrides = Field(default_factory=ReleaseOverrides)  # type: ignore[valid-type]
 
-    _settings: Optional[s.Settings] = PrivateAttr(default=None)
+    _settings: s.Settings | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Runs before the first step: a bad profile or value fails the run before any work.

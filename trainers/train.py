@@ -109,8 +109,13 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
         "zero_optimization": {"stage": cfg.zero_stage},
         "optimizer": {
             "type": "AdamW",
-            "params": {"lr": cfg.lr, "betas": [0.9, 0.95], "eps": 1e-8,
-                       "weight_decay": cfg.weight_decay, "torch_adam": not on_gpu},  # fmt: skip
+            "params": {
+                "lr": cfg.lr,
+                "betas": [0.9, 0.95],
+                "eps": 1e-8,
+                "weight_decay": cfg.weight_decay,
+                "torch_adam": not on_gpu,
+            },  # fmt: skip
         },
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -183,9 +188,7 @@ def train(cfg: TrainConfig) -> dict:
         model_parameters=[p for p in model.parameters() if p.requires_grad],
         config=deepspeed_config(cfg, on_gpu),
         # DeepSpeed steps the schedule at each optimizer step and saves it in checkpoints.
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_at(step, cfg) / cfg.lr
-        ),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_at(step, cfg) / cfg.lr),
     )
     device = engine.device
 
@@ -205,8 +208,10 @@ def train(cfg: TrainConfig) -> dict:
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     losses: list[float] = []
     with reporter(rank) as report, metrics_path.open("a") as metrics:
-        report.log(f"training {cfg.size} ({n_params / 1e6:.1f}M parameters) from step {step} "
-                   f"to {cfg.max_steps}, {tokens_per_step} tokens per step, ZeRO-{cfg.zero_stage}")
+        report.log(
+            f"training {cfg.size} ({n_params / 1e6:.1f}M parameters) from step {step} "
+            f"to {cfg.max_steps}, {tokens_per_step} tokens per step, ZeRO-{cfg.zero_stage}"
+        )
         started = time.perf_counter()
         window_start, window_tokens = started, 0
         while step < cfg.max_steps:
@@ -230,8 +235,10 @@ def train(cfg: TrainConfig) -> dict:
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 eta = (cfg.max_steps - step) * seconds / max(1, window_tokens / tokens_per_step)
-                report.log(f"step {step}/{cfg.max_steps} loss {step_loss:.4f} lr {record['lr']:.2e} "
-                           f"{tok_s:,.0f} tok/s" + (f" MFU {mfu:.1%}" if mfu else "") + f" ETA {eta:.0f}s")
+                report.log(
+                    f"step {step}/{cfg.max_steps} loss {step_loss:.4f} lr {record['lr']:.2e} "
+                    f"{tok_s:,.0f} tok/s" + (f" MFU {mfu:.1%}" if mfu else "") + f" ETA {eta:.0f}s"
+                )
                 window_start, window_tokens = time.perf_counter(), 0
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
                 _save_checkpoint(engine, ckpt_dir, step, data)

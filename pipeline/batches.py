@@ -1,0 +1,34 @@
+"""Batches of generations are Dagster partitions: one per day and domain.
+
+Per-batch work (planning prompts, asking the teacher, running each exercise's tests) is
+partitioned, so a day's code batch can be generated, retried or backfilled on its own.
+Cross-batch work (dedup against every earlier batch, decontamination, the training mix and
+everything after it) is not: it reads every batch materialized so far.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+DOMAINS = ["code", "text"]
+
+BATCHES = dg.MultiPartitionsDefinition(
+    {
+        # end_offset=1: today's batch exists today, so a daily schedule can fill it.
+        "date": dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1),
+        "domain": dg.StaticPartitionsDefinition(DOMAINS),
+    }
+)
+
+
+def batch_key(date: str, domain: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"date": date, "domain": domain})
+
+
+def batch_parts(partition_key: str) -> tuple[str, str]:
+    """(date, domain) of a batch key such as '2026-11-26|code' (dimensions in name order)."""
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        keys = partition_key.keys_by_dimension
+        return keys["date"], keys["domain"]
+    date, domain = str(partition_key).split("|")
+    return date, domain

@@ -1,0 +1,52 @@
+"""Jobs and schedules: a new batch per domain every day, training and release every week."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipeline.batches import BATCHES, DOMAINS, batch_key
+
+BATCH_ASSETS = dg.AssetSelection.assets("topics", "prompts", "generations", "curated")
+
+generate_batch = dg.define_asset_job(
+    "generate_batch",
+    selection=BATCH_ASSETS,
+    partitions_def=BATCHES,
+    description="Plan, generate and curate one batch (date x domain).",
+)
+
+train_and_release = dg.define_asset_job(
+    "train_and_release",
+    selection=dg.AssetSelection.all() - BATCH_ASSETS,
+    description="Dedup and decontaminate every batch so far, train, examine and release.",
+)
+
+
+def _daily_batch(domain: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"daily_{domain}_batch",
+        cron_schedule="0 2 * * *",
+        job=generate_batch,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"Generate today's {domain} batch.",
+    )
+    def schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        date = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        key = batch_key(date, domain)
+        return dg.RunRequest(run_key=str(key), partition_key=key)
+
+    return schedule
+
+
+weekly_train_and_release = dg.ScheduleDefinition(
+    name="weekly_train_and_release",
+    job=train_and_release,
+    cron_schedule="0 6 * * 0",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every Sunday: train on all batches so far, sit the exam, release.",
+)
+
+SCHEDULES = [*(_daily_batch(domain) for domain in DOMAINS), weekly_train_and_release]
+JOBS = [generate_batch, train_and_release]

