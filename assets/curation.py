@@ -1,12 +1,15 @@
-"""Quality filters and code tests -> dedup -> decontamination, with blocking checks."""
+"""Quality filters and code tests (per batch) -> dedup -> decontamination (every batch so far),
+with blocking checks. Logic lives in pipeline.curation, pipeline.dedup, pipeline.decontamination."""
 
 import dagster as dg
 import polars as pl
 
 from pipeline.batches import BATCHES
-from pipeline.curation import curate, exact_dedup
-from pipeline.decontamination import ExamIndex, decontaminate
-from pipeline.report import preview
+from pipeline.curation import curate, yield_table
+from pipeline.decontamination import CodeIndex, ExamIndex, decontaminate, find_contamination
+from pipeline.dedup import SignatureStore, exact_dedup, near_dedup
+from pipeline.minhash import MinHashParams
+from pipeline.report import bar_chart, preview, table
 from pipeline.resources import Schoolhouse
 from pipeline.rows import KEPT, SCHEMA, counts_by_reason
 
@@ -20,9 +23,7 @@ def _metadata(frame: pl.DataFrame, stage: str) -> dict:
         "kept_tokens": int(kept["completion_tokens"].sum() or 0),
         f"rejected_by_{stage}": sum(reasons.values()),
         "rejected_by_reason": dg.MetadataValue.json(reasons),
-        "preview": preview(
-            frame.filter(pl.col("reason").str.starts_with(stage)), ["id", "domain", "reason", "checks"]
-        ),  # fmt: skip
+        "preview": preview(frame.filter(pl.col("reason").str.starts_with(stage)), ["id", "domain", "reason", "checks"]),
     }
 
 
@@ -34,27 +35,85 @@ def curated(schoolhouse: Schoolhouse, generations: pl.DataFrame) -> dg.Output[pl
 
 
 @dg.asset(group_name="curation", kinds={"polars"})
-def deduped(curated: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """Exact duplicates (normalized text) across every batch so far, the first row of each kept."""
-    frame = exact_dedup(curated)
-    return dg.Output(frame, metadata=_metadata(frame, "dedup"))
+def deduped(schoolhouse: Schoolhouse, curated: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Exact, then MinHash near-duplicates, across every batch so far; earlier batches win."""
+    cfg = schoolhouse.settings.curation
+    params = MinHashParams(bands=cfg.minhash_bands, rows=cfg.minhash_rows, shingle_words=cfg.shingle_words)
+    store = SignatureStore(schoolhouse.path("minhash"), params)
+    curated_kept = KEPT  # evaluated before dedup: what curation kept, stable per batch
+    frame, stats = near_dedup(exact_dedup(curated), store, curated_kept, cfg.verify_jaccard)
+    return dg.Output(
+        frame,
+        metadata={
+            **_metadata(frame, "dedup"),
+            "minhash_batches_computed": stats.batches_computed,
+            "minhash_batches_from_store": stats.batches_loaded,
+            "minhash_signatures_computed": stats.signatures_computed,
+            "minhash_clusters": stats.clusters,
+        },
+    )
 
 
 @dg.asset(group_name="curation", kinds={"polars"})
 def decontaminated(schoolhouse: Schoolhouse, deduped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """Rows sharing an n-gram with MMLU or HumanEval rejected, naming the exam item."""
-    index = ExamIndex(schoolhouse.settings.curation.decontamination_ngram)
-    frame = decontaminate(deduped, index)
-    return dg.Output(frame, metadata=_metadata(frame, "decontamination"))
+    """Rows sharing an n-gram with MMLU or HumanEval (code: also after renaming identifiers)
+    rejected, naming the exam item. Metadata: the yield of each template, audience and style."""
+    cfg = schoolhouse.settings.curation
+    frame = decontaminate(deduped, ExamIndex(cfg.decontamination_ngram), CodeIndex(cfg.code_decontamination_ngram))
+    yields = yield_table(frame)
+    by_template = yields.filter(pl.col("dimension") != "topic").sort("yield")
+    chart = bar_chart(
+        [f"{r['dimension']}: {r['value']}" for r in by_template.iter_rows(named=True)],
+        by_template["yield"].to_list(),
+        "kept tokens / teacher tokens",
+        schoolhouse.path("curation", "yield.png"),
+        "yield",
+    )
+    kept, teacher = int(frame.filter(KEPT)["completion_tokens"].sum()), int(frame["completion_tokens"].sum())
+    return dg.Output(
+        frame,
+        metadata={
+            **_metadata(frame, "decontamination"),
+            "yield": dg.MetadataValue.float(kept / teacher if teacher else 0.0),
+            "yield_by_template_audience_style": table(by_template),
+            "yield_by_topic": table(yields.filter(pl.col("dimension") == "topic").sort("yield").head(40)),
+            "yield_chart": chart,
+        },
+    )
 
 
 @dg.asset_check(asset=decontaminated, blocking=True)
-def contract_and_no_duplicates(decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
-    """Schema equals the row contract; no two kept rows share a text; something is kept."""
-    schema_ok = decontaminated.schema == SCHEMA
+def row_contract(decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
+    """The columns and types are exactly the row contract."""
+    ok = decontaminated.schema == SCHEMA
+    wrong = {n: str(t) for n, t in decontaminated.schema.items() if SCHEMA.get(n) != t}
+    return dg.AssetCheckResult(passed=ok, metadata={"mismatched_columns": dg.MetadataValue.json(wrong)})
+
+
+@dg.asset_check(asset=decontaminated, blocking=True)
+def no_exact_duplicates(decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
+    """No two kept rows have the same normalized text."""
+    from pipeline.dedup import normalized_text
+
     kept = decontaminated.filter(KEPT)
-    duplicates = kept.height - kept["text"].n_unique()
-    return dg.AssetCheckResult(
-        passed=bool(schema_ok and duplicates == 0 and kept.height > 0),
-        metadata={"schema_matches": schema_ok, "duplicate_kept_texts": duplicates, "kept": kept.height},
+    duplicates = kept.height - kept.select(normalized_text().n_unique()).item() if kept.height else 0
+    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_kept_rows": duplicates})
+
+
+@dg.asset_check(asset=decontaminated, blocking=True)
+def no_contamination(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
+    """A fresh scan of the kept rows against the exam sets finds nothing."""
+    cfg = schoolhouse.settings.curation
+    hits = find_contamination(
+        decontaminated, ExamIndex(cfg.decontamination_ngram), CodeIndex(cfg.code_decontamination_ngram)
     )
+    found = {k: v for k, v in hits.items() if v}
+    return dg.AssetCheckResult(passed=not found, metadata={"contaminated_kept_rows": len(found)})
+
+
+@dg.asset_check(asset=decontaminated, blocking=True)
+def enough_kept_rows(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
+    """At least `curation.min_kept_rows` rows survive curation."""
+    kept = decontaminated.filter(KEPT).height
+    minimum = schoolhouse.settings.curation.min_kept_rows
+    return dg.AssetCheckResult(passed=kept >= minimum, metadata={"kept": kept, "minimum": minimum})

@@ -8,10 +8,8 @@ the table with `status = rejected` and its reason, as datatrove's exclusion writ
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import logging
-import re
 
 import polars as pl
 
@@ -90,21 +88,22 @@ def curate(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
     return frame
 
 
-def normalized(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
-
-
-def exact_dedup(frame: pl.DataFrame) -> pl.DataFrame:
-    """Keep the first kept row (in id order) of each normalized-text hash; reject the others."""
-    key = pl.col("text").map_elements(
-        lambda t: hashlib.sha1(normalized(t).encode()).hexdigest(), return_dtype=pl.String
+def yield_table(frame: pl.DataFrame) -> pl.DataFrame:
+    """Kept tokens / teacher tokens by template, audience, style and topic: where the teacher's
+    tokens turn into training data, and where they are wasted."""
+    parts = []
+    for dimension in ("template", "audience", "style", "topic"):
+        parts.append(
+            frame.group_by(dimension)
+            .agg(
+                rows=pl.len(),
+                kept_rows=KEPT.sum(),
+                teacher_tokens=pl.col("completion_tokens").sum(),
+                kept_tokens=pl.when(KEPT).then(pl.col("completion_tokens")).otherwise(0).sum(),
+            )
+            .select(pl.lit(dimension).alias("dimension"), pl.col(dimension).alias("value"), pl.exclude(dimension))
+        )
+    out = pl.concat(parts)
+    return out.with_columns(
+        **{"yield": (pl.col("kept_tokens") / pl.col("teacher_tokens")).fill_nan(0.0).fill_null(0.0).round(3)}
     )
-    frame = frame.with_columns(_hash=key)
-    first = frame.filter(KEPT).sort("id").group_by("_hash", maintain_order=True).agg(_first=pl.col("id").first())
-    frame = frame.join(first, on="_hash", how="left", maintain_order="left")
-    frame = frame.with_columns(_dup=KEPT & (pl.col("_first") != pl.col("id")).fill_null(False))
-    frame = frame.with_columns(
-        checks=pl.when("_dup").then(pl.format('{{"duplicate_of": "{}"}}', pl.col("_first"))).otherwise(pl.col("checks"))
-    )
-    frame = reject(frame, pl.when("_dup").then(pl.lit("dedup:exact")))
-    return frame.drop("_hash", "_first", "_dup")

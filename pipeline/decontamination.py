@@ -1,14 +1,20 @@
-"""Decontamination: reject rows that share a word n-gram with an exam item (MMLU, HumanEval).
+"""Decontamination: reject rows that share an n-gram with an exam item (MMLU, HumanEval).
 
-Exam items are split into lower-cased word n-grams (n = 13 by default, as GPT-3 and datatrove);
-items shorter than n contribute their whole word sequence, so a short question copied verbatim
-is still caught. A rejected row names the exam item it matched.
+Text check: lower-cased word n-grams (n = 13, as GPT-3 and datatrove) of every MMLU question
+with its answer and every HumanEval prompt; items shorter than n count as one whole sequence.
+Code check: Python token n-grams after renaming every user identifier to its order of first
+appearance (v0, v1, ...) and every string to STR, so a HumanEval solution with renamed
+variables and rewritten docstrings still matches. A rejected row names the exam item it matched.
 """
 
 from __future__ import annotations
 
-import json
+import builtins
+import io
+import keyword
 import re
+import textwrap
+import tokenize
 from collections import Counter
 
 import polars as pl
@@ -27,12 +33,91 @@ def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
+_KEEP_NAMES = set(keyword.kwlist) | set(dir(builtins))
+_SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+         tokenize.ENCODING, tokenize.ENDMARKER}  # fmt: skip
+
+
+def code_tokens(source: str) -> list[str]:
+    """Python tokens, strings blanked to STR; user identifiers are prefixed with "$" so that
+    `renamed` can number them. Text that is not Python yields the tokens before the first error."""
+    out: list[str] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type in _SKIP:
+                continue
+            if tok.type == tokenize.NAME and tok.string not in _KEEP_NAMES:
+                out.append("$" + tok.string)
+            elif tok.type == tokenize.STRING:
+                out.append("STR")
+            else:
+                out.append(tok.string)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    return out
+
+
+def renamed(window: list[str]) -> tuple[str, ...]:
+    """Identifiers numbered by first appearance inside this window, so that the same code
+    gets the same n-grams wherever it sits in a file and whatever its names."""
+    names: dict[str, str] = {}
+    return tuple(names.setdefault(t, f"v{len(names)}") if t[0] == "$" else t for t in window)
+
+
+def code_blocks(text: str) -> list[str]:
+    """The fenced Python blocks of a row, or the whole text when it has none."""
+    blocks = re.findall(r"```(?:python|py)?[ \t]*\n(.*?)```", text, flags=re.DOTALL)
+    return blocks or [text]
+
+
+def _add(index: dict, gram: tuple, item_id: str) -> None:
+    items = index.setdefault(gram, [])
+    if item_id not in items:
+        items.append(item_id)
+
+
+def _best(hits: Counter) -> str | None:
+    """The item sharing the most n-grams (items that share boilerplate all get those hits;
+    the item's own n-grams decide)."""
+    return hits.most_common(1)[0][0] if hits else None
+
+
+class CodeIndex:
+    """Renamed-token n-grams of every HumanEval prompt + canonical solution; solutions shorter
+    than n tokens (but at least `min_tokens`) are matched whole."""
+
+    def __init__(self, n: int = 20, min_tokens: int = 10):
+        self.n = n
+        self.index: dict[tuple[str, ...], list[str]] = {}
+        self.short: dict[int, dict[tuple[str, ...], list[str]]] = {}
+        for problem in read_humaneval():
+            for source in (problem.prompt + problem.canonical_solution, problem.canonical_solution):
+                tokens = code_tokens(textwrap.dedent(source))
+                if len(tokens) >= n:
+                    for i in range(len(tokens) - n + 1):
+                        _add(self.index, renamed(tokens[i : i + n]), problem.task_id)
+                elif len(tokens) >= min_tokens:
+                    _add(self.short.setdefault(len(tokens), {}), renamed(tokens), problem.task_id)
+
+    def match(self, text: str) -> str | None:
+        hits: Counter = Counter()
+        for block in code_blocks(text):
+            tokens = code_tokens(textwrap.dedent(block))
+            for i in range(len(tokens) - self.n + 1):
+                hits.update(self.index.get(renamed(tokens[i : i + self.n]), ()))
+            for length, items in self.short.items():
+                for i in range(len(tokens) - length + 1):
+                    hits.update(items.get(renamed(tokens[i : i + length]), ()))
+        return _best(hits)
+
+
 class ExamIndex:
-    """n-gram -> exam item id, for every MMLU question and HumanEval prompt + tests."""
+    """Word n-gram -> exam item ids, for every MMLU question (with its answer) and HumanEval
+    prompt and solution."""
 
     def __init__(self, n: int = 13):
         self.n = n
-        self.index: dict[tuple[str, ...], str] = {}  # a shared n-gram names its first item
+        self.index: dict[tuple[str, ...], list[str]] = {}
         # Items shorter than n, keyed by their first _MIN_ITEM_WORDS words.
         self.short: dict[tuple[str, ...], list[tuple[tuple[str, ...], str]]] = {}
         for item in read_mmlu():
@@ -45,7 +130,7 @@ class ExamIndex:
         tokens = words(text)
         if len(tokens) >= self.n:
             for gram in ngrams(tokens, self.n):
-                self.index.setdefault(gram, item_id)
+                _add(self.index, gram, item_id)
         elif len(tokens) >= _MIN_ITEM_WORDS:
             head = tuple(tokens[:_MIN_ITEM_WORDS])
             self.short.setdefault(head, []).append((tuple(tokens), item_id))
@@ -53,10 +138,11 @@ class ExamIndex:
     def match(self, text: str) -> str | None:
         """The exam item sharing the most n-grams with `text`, or None."""
         tokens = words(text)
-        hits = Counter(self.index.get(tuple(tokens[i : i + self.n])) for i in range(len(tokens) - self.n + 1))
-        hits.pop(None, None)
+        hits: Counter = Counter()
+        for i in range(len(tokens) - self.n + 1):
+            hits.update(self.index.get(tuple(tokens[i : i + self.n]), ()))
         if hits:
-            return hits.most_common(1)[0][0]
+            return _best(hits)
         for i in range(len(tokens) - _MIN_ITEM_WORDS + 1):
             for whole, item_id in self.short.get(tuple(tokens[i : i + _MIN_ITEM_WORDS]), ()):
                 if tuple(tokens[i : i + len(whole)]) == whole:
@@ -64,8 +150,16 @@ class ExamIndex:
         return None
 
 
-def decontaminate(frame: pl.DataFrame, index: ExamIndex) -> pl.DataFrame:
-    hits = {row_id: index.match(text) for row_id, text in frame.filter(KEPT).select("id", "text").iter_rows()}
+def find_contamination(frame: pl.DataFrame, index: ExamIndex, code_index: CodeIndex) -> dict[str, str | None]:
+    """The exam item each kept row matches (None when clean); code rows get both checks."""
+    hits = {}
+    for row_id, domain, text in frame.filter(KEPT).select("id", "domain", "text").iter_rows():
+        hits[row_id] = index.match(text) or (code_index.match(text) if domain == "code" else None)
+    return hits
+
+
+def decontaminate(frame: pl.DataFrame, index: ExamIndex, code_index: CodeIndex) -> pl.DataFrame:
+    hits = find_contamination(frame, index, code_index)
     matched = pl.DataFrame(
         {"id": list(hits), "_item": list(hits.values())},
         schema={"id": pl.String, "_item": pl.String},
@@ -73,7 +167,7 @@ def decontaminate(frame: pl.DataFrame, index: ExamIndex) -> pl.DataFrame:
     frame = frame.join(matched, on="id", how="left", maintain_order="left")
     frame = frame.with_columns(
         contamination=pl.when(pl.col("_item").is_not_null())
-        .then(pl.col("_item").map_elements(lambda i: json.dumps({"exam_item": i}), pl.String))
+        .then(pl.format('{{"exam_item": "{}"}}', pl.col("_item")))
         .otherwise(pl.col("contamination"))
     )
     return reject(frame, pl.when(pl.col("_item").is_not_null()).then(pl.lit("decontamination:ngram"))).drop("_item")

@@ -30,7 +30,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if obj is None:
             return
-        partition = context.partition_key if context.has_partition_key else None
+        partition = context.asset_partition_key if context.has_asset_partitions else None
         if isinstance(obj, pl.DataFrame):
             path = self._path(context.asset_key, partition, "tables", ".parquet")
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,13 @@ class CurationSettings(_Settings):
     max_mean_word_length: float = Field(10.0, ge=0, description="Gopher quality rule.")
     max_symbol_word_ratio: float = Field(0.1, ge=0, description="Gopher: '#' and '...' per word.")
     min_alpha_word_ratio: float = Field(0.8, ge=0, le=1, description="Gopher: words with a letter.")
-    decontamination_ngram: int = Field(13, ge=3, description="n for n-gram exam overlap.")
+    decontamination_ngram: int = Field(13, ge=3, description="n for word n-gram exam overlap.")
+    code_decontamination_ngram: int = Field(20, ge=5, description="n for renamed-token code overlap.")
+    minhash_bands: int = Field(14, ge=1, description="LSH bands (datatrove: 14).")
+    minhash_rows: int = Field(8, ge=1, description="Rows per band (datatrove: 8).")
+    shingle_words: int = Field(5, ge=1, description="Words per MinHash shingle.")
+    verify_jaccard: float = Field(0.0, ge=0, le=1, description="Check LSH pairs' true Jaccard (0 = off).")
+    min_kept_rows: int = Field(1, ge=0, description="Blocking check: fewer kept rows stop the run.")
     sandbox_timeout_s: float = Field(10.0, gt=0, description="Wall time per code row's tests.")
 
 

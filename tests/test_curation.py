@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from pipeline.curation import curate, exact_dedup
-from pipeline.decontamination import ExamIndex, decontaminate
+from pipeline.curation import curate, yield_table
+from pipeline.decontamination import CodeIndex, ExamIndex, code_tokens, decontaminate, renamed
+from pipeline.dedup import SignatureStore, exact_dedup, near_dedup
 from pipeline.exam_data import read_humaneval, read_mmlu
-from pipeline.rows import SCHEMA, conform
+from pipeline.minhash import MinHashParams, band_keys, clusters, signatures
+from pipeline.rows import KEPT, SCHEMA, conform
 from pipeline.settings import CurationSettings
 
 PROSE = (
@@ -25,10 +27,10 @@ EXERCISE = (
 )
 
 
-def rows(*specs: tuple[str, str]) -> pl.DataFrame:
+def rows(*specs: tuple[str, str], batch: str = "2026-11-20|text", prefix: str = "row") -> pl.DataFrame:
     now = datetime.now(UTC)
     records = [
-        {"id": f"row{i}", "domain": domain, "batch": "b", "topic": "t", "audience": "a", "style": "s",
+        {"id": f"{prefix}{i:03d}", "domain": domain, "batch": batch, "topic": "t", "audience": "a", "style": "s",
          "template": "x", "prompt": "p", "text": text, "teacher_model": "m", "sampling": "{}",
          "prompt_tokens": 1, "completion_tokens": len(text.split()), "finish_reason": "stop",
          "created_at": now, "status": "kept", "reason": None, "checks": "{}",
@@ -78,7 +80,7 @@ def test_exact_dedup_keeps_one_row_per_normalized_text():
     frame = rows(("text", PROSE), ("text", PROSE.upper() + "  !!"), ("text", PROSE + " Extra sentence."))
     out = exact_dedup(frame)
     assert reasons(out) == [None, "dedup:exact", None]
-    assert json.loads(out.sort("id")["checks"][1]) == {"duplicate_of": "row0"}
+    assert json.loads(out.sort("id")["checks"][1]) == {"duplicate_of": "row000"}
 
 
 def test_rejected_rows_keep_their_first_reason():
@@ -92,7 +94,12 @@ def exam_index():
     return ExamIndex(13)
 
 
-def test_planted_exam_leaks_are_caught_and_named(exam_index):
+@pytest.fixture(scope="module")
+def code_index():
+    return CodeIndex(20)
+
+
+def test_planted_exam_leaks_are_caught_and_named(exam_index, code_index):
     item = next(i for i in read_mmlu() if len(i.question.split()) > 25)
     problem = read_humaneval()[3]
     edited = item.question.replace(" the ", " THE ", 1).replace(",", " ,")
@@ -102,7 +109,89 @@ def test_planted_exam_leaks_are_caught_and_named(exam_index):
         ("text", "A lightly edited copy: " + edited),
         ("code", problem.prompt + problem.canonical_solution),
     )
-    out = decontaminate(frame, exam_index).sort("id")
+    out = decontaminate(frame, exam_index, code_index).sort("id")
     assert out["reason"].to_list() == [None] + ["decontamination:ngram"] * 3
     named = [json.loads(c)["exam_item"] if c else None for c in out["contamination"]]
     assert named == [None, item.id, item.id, problem.task_id]
+
+
+def renamed_copy(source: str) -> str:
+    """The same code with every user identifier renamed, as a copier would disguise it."""
+    import builtins
+    import keyword
+    import re
+
+    names: dict[str, str] = {}
+
+    def rename(match):
+        word = match.group(0)
+        if word in keyword.kwlist or word in dir(builtins):
+            return word
+        return names.setdefault(word, f"thing_{len(names)}")
+
+    return re.sub(r"\b[A-Za-z_]\w*\b", rename, source)
+
+
+def test_humaneval_solutions_with_renamed_identifiers_are_caught(exam_index, code_index):
+    problems = read_humaneval()[20:30]
+    texts = [("code", "### Function\n```python\nimport math\n\n" + renamed_copy(p.prompt + p.canonical_solution)
+              + "\n```\n") for p in problems]  # fmt: skip
+    out = decontaminate(rows(*texts, ("code", EXERCISE)), exam_index, code_index).sort("id")
+    assert out["reason"].to_list() == ["decontamination:ngram"] * 10 + [None]
+    by_id = {p.task_id: p for p in read_humaneval()}
+    for planted, named in zip(problems, out["contamination"][:10], strict=True):
+        match = by_id[json.loads(named)["exam_item"]]
+        # the item itself, or a twin whose solution is the same code (HumanEval/7 and /29 are)
+        assert match.task_id == planted.task_id or (
+            renamed(code_tokens(match.canonical_solution)) == renamed(code_tokens(planted.canonical_solution))
+        )
+
+
+def mutate(words: list[str], fraction: float, rng) -> list[str]:
+    out = list(words)
+    for i in rng.choice(len(out), int(fraction * len(out)), replace=False):
+        out[i] = f"novel{rng.integers(1_000_000)}"
+    return out
+
+
+def test_planted_near_duplicates_are_clustered_and_distinct_rows_are_not():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    vocabulary = [f"word{i}" for i in range(3000)]
+    originals = [list(rng.choice(vocabulary, 300)) for _ in range(30)]
+    near = [mutate(doc, 0.01, rng) for doc in originals[:10]]  # ~95% of shingles shared
+    texts = [" ".join(d) for d in originals + near]
+    labels = clusters(band_keys(signatures(texts)))
+    for i in range(10):
+        assert labels[30 + i] == labels[i]  # each copy joins its original
+    assert len(set(labels[:30])) == 30  # the distinct documents stay apart
+
+
+def test_near_dedup_is_incremental_and_earlier_batches_win(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    vocabulary = [f"w{i}" for i in range(2000)]
+    docs = [list(rng.choice(vocabulary, 200)) for _ in range(6)]
+    first = rows(*[("text", " ".join(d)) for d in docs[:3]], batch="2026-11-20|text", prefix="a")
+    store = SignatureStore(tmp_path, MinHashParams())
+    out, stats = near_dedup(first, store, KEPT)
+    assert stats.batches_computed == 1 and stats.rejected == 0
+    assert out["minhash_cluster"].to_list() == out["id"].to_list()
+
+    second = rows(("text", " ".join(mutate(docs[1], 0.01, rng))), *[("text", " ".join(d)) for d in docs[3:]],
+                  batch="2026-11-21|text", prefix="b")  # fmt: skip
+    out, stats = near_dedup(pl.concat([first, second]), store, KEPT)
+    assert stats.batches_loaded == 1 and stats.batches_computed == 1 and stats.signatures_computed == 4
+    near = out.filter(pl.col("reason") == "dedup:near")
+    assert near["id"].to_list() == ["b000"]
+    assert json.loads(near["checks"][0]) == {"near_duplicate_of": "a001"}
+    assert near["minhash_cluster"][0] == "a001"
+
+
+def test_yield_is_kept_tokens_over_teacher_tokens():
+    frame = curate(rows(("text", PROSE), ("text", "Too short.")), CurationSettings())
+    table = yield_table(frame).filter(pl.col("dimension") == "template")
+    kept_tokens = len(PROSE.split())
+    assert table["yield"][0] == round(kept_tokens / (kept_tokens + 2), 3)

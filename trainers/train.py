@@ -162,9 +162,20 @@ def export(engine, cfg: TrainConfig, meta: dict, on_gpu: bool, rank: int) -> Pat
     return out
 
 
+def _prepare_op_builds(stale_after_s: float = 600.0) -> None:
+    """DeepSpeed JIT-builds ops (a shared-memory comm op even on CPU) under a plain lock file.
+    A build killed half-way leaves that file behind and every later run waits on it forever, so
+    builds go to this environment's own folder and a lock older than any real build is removed."""
+    folder = Path(os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions")))
+    for lock in folder.glob("*/*/lock") if folder.exists() else ():
+        if time.time() - lock.stat().st_mtime > stale_after_s:
+            lock.unlink(missing_ok=True)
+
+
 def train(cfg: TrainConfig) -> dict:
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda_available() else "cuda")
     _distributed_defaults()
+    _prepare_op_builds()
     import deepspeed
     import torch
 

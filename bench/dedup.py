@@ -1,0 +1,142 @@
+"""Near-dedup benchmark: this project's MinHash + LSH vs datasketch's MinHashLSH.
+
+A generated corpus (default 100,000 documents of 100-300 words) with planted near-duplicates at
+known word-5-gram Jaccard levels. Both sides use the same parameters (5-word shingles,
+14 bands x 8 rows = 112 permutations) and run on one core, each in its own process so that peak
+memory (max RSS) is its own. Prints docs/s, peak memory, and recall / precision of the pairs
+found against the planted truth at Jaccard >= 0.8.
+
+    python bench/dedup.py [--docs 100000]
+
+Needs `pip install datasketch` (not a dependency of the project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import time
+
+os.environ.setdefault("POLARS_MAX_THREADS", "1")  # one core, as the peer
+
+import numpy as np  # noqa: E402
+
+BANDS, ROWS, SHINGLE = 14, 8, 5
+MUTATION_RATES = [0.003, 0.006, 0.01, 0.015, 0.02, 0.04, 0.08, 0.15]
+
+
+def corpus(n_docs: int, seed: int = 0) -> tuple[list[str], list[tuple[int, int]]]:
+    """Random Zipf-ish documents; 10% of them are mutated copies of an earlier one."""
+    rng = np.random.default_rng(seed)
+    vocabulary = np.array([f"w{i}" for i in range(30_000)])
+    weights = 1 / np.arange(1, vocabulary.size + 1) ** 0.8
+    weights /= weights.sum()
+    n_copies = n_docs // 10
+    docs: list[list[str]] = []
+    for _ in range(n_docs - n_copies):
+        docs.append(list(rng.choice(vocabulary, rng.integers(100, 301), p=weights)))
+    planted = []
+    for i in range(n_copies):
+        source = int(rng.integers(0, len(docs)))
+        copy = list(docs[source])
+        rate = MUTATION_RATES[i % len(MUTATION_RATES)]
+        for position in rng.choice(len(copy), max(1, int(rate * len(copy))), replace=False):
+            copy[position] = f"novel{rng.integers(10**9)}"
+        planted.append((source, len(docs)))
+        docs.append(copy)
+    return [" ".join(d) for d in docs], planted
+
+
+def shingle_set(text: str) -> set[str]:
+    words = text.split()
+    return {" ".join(words[i : i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
+
+
+def jaccard(a: str, b: str) -> float:
+    x, y = shingle_set(a), shingle_set(b)
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+def run_ours(texts: list[str], queue, verify: float = 0.0) -> None:
+    from pipeline.minhash import MinHashParams, band_keys, clusters, jaccard_at_least, signatures
+
+    params = MinHashParams(bands=BANDS, rows=ROWS, shingle_words=SHINGLE)
+    started = time.perf_counter()
+    keep_pair = jaccard_at_least(texts, verify, SHINGLE) if verify else None
+    labels = clusters(band_keys(signatures(texts, params), params), keep_pair)
+    seconds = time.perf_counter() - started
+    name = f"ours+J>={verify}" if verify else "ours"
+    queue.put((name, seconds, labels, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+def run_datasketch(texts: list[str], queue) -> None:
+    from datasketch import MinHash, MinHashLSH
+
+    started = time.perf_counter()
+    lsh = MinHashLSH(num_perm=BANDS * ROWS, params=(BANDS, ROWS))
+    pairs = set()
+    for i, text in enumerate(texts):
+        words = text.lower().split()
+        grams = [" ".join(words[j : j + SHINGLE]).encode() for j in range(max(len(words) - SHINGLE + 1, 1))]
+        signature = MinHash(num_perm=BANDS * ROWS, seed=1)
+        signature.update_batch(grams)
+        for match in lsh.query(signature):  # earlier documents only: a pair is reported once
+            pairs.add((match, i))
+        lsh.insert(i, signature)
+    seconds = time.perf_counter() - started
+    from pipeline.minhash import connected_components
+
+    left, right = (np.array(side, dtype=np.int64) for side in zip(*pairs, strict=True)) if pairs else ([], [])
+    labels = connected_components(len(texts), np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64))
+    queue.put(("datasketch", seconds, labels, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+def score(labels: np.ndarray, texts: list[str], truth: set[tuple[int, int]]) -> tuple[float, float]:
+    """Both methods' output as clusters: recall = true pairs that share a cluster; precision =
+    pairs inside clusters whose exact Jaccard is >= 0.8."""
+    recall = sum(labels[a] == labels[b] for a, b in truth) / len(truth) if truth else 1.0
+    order = np.argsort(labels, kind="stable")
+    pairs = [
+        (int(group[i]), int(group[j]))
+        for group in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
+        for i in range(len(group))
+        for j in range(i + 1, len(group))
+    ]
+    correct = sum(1 for a, b in pairs if tuple(sorted((a, b))) in truth or jaccard(texts[a], texts[b]) >= 0.8)
+    return recall, correct / len(pairs) if pairs else 1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=100_000)
+    args = parser.parse_args()
+
+    texts, planted = corpus(args.docs)
+    levels = [jaccard(texts[a], texts[b]) for a, b in planted]
+    truth = {tuple(sorted(p)) for p, level in zip(planted, levels, strict=True) if level >= 0.8}
+    print(f"{len(texts):,} documents, {len(planted):,} planted copies, Jaccard of copies: "
+          + ", ".join(f"{q:.2f}" for q in np.quantile(levels, [0, 0.25, 0.5, 0.75, 1])) + " (quartiles); "
+          f"{len(truth):,} pairs at >= 0.8")  # fmt: skip
+
+    results = {}
+    for runner, extra in ((run_ours, ()), (run_ours, (0.8,)), (run_datasketch, ())):
+        queue = mp.get_context("fork").Queue()
+        process = mp.get_context("fork").Process(target=runner, args=(texts, queue, *extra))
+        process.start()
+        name, seconds, labels, max_rss_kib = queue.get()
+        process.join()
+        results[name] = (seconds, labels, max_rss_kib)
+
+    print(f"\n{'method':<14} {'seconds':>8} {'docs/s':>9} {'peak MiB':>9} {'recall':>7} {'precision':>9}")
+    for name, (seconds, labels, rss) in results.items():
+        recall, precision = score(labels, texts, truth)
+        print(f"{name:<14} {seconds:>8.1f} {len(texts) / seconds:>9,.0f} {rss / 1024:>9,.0f} "
+              f"{recall:>7.3f} {precision:>9.3f}")  # fmt: skip
+    ratio = results["datasketch"][0] / results["ours"][0]
+    print(f"\nthroughput ratio ours / datasketch: {ratio:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
