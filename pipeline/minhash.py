@@ -46,67 +46,68 @@ def shingles(texts: list[str] | pl.Series, words_per_shingle: int) -> tuple[np.n
     Texts shorter than n words get one shingle of all their words, so they still compare."""
     words = pl.Series("text", texts, dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
     lengths = words.list.len().fill_null(0).to_numpy().astype(np.int64)
-    word_hashes = words.explode().drop_nulls().hash(seed=0).to_numpy().astype(np.uint64)
+    word_hashes = words.explode().drop_nulls().hash(seed=0).to_numpy()
     n, total = words_per_shingle, word_hashes.size
-    starts = np.cumsum(lengths) - lengths
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
 
-    # Rolling polynomial over the flat word array: window k starts at word k.
+    # Rolling polynomial over the flat word array, in place: window p covers words p..p+n-1.
     windows = np.zeros(max(total - n + 1, 0), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for k in range(n):
-            windows = windows * _SHINGLE_BASE + word_hashes[k : k + windows.size]
+            windows *= _SHINGLE_BASE
+            windows += word_hashes[k : k + windows.size]
+    # Windows that run past their document's end are dropped: the last n-1 starts of each one.
+    valid = np.ones(windows.size, dtype=bool)
+    for k in range(1, n):
+        position = ends - k
+        inside = (position >= starts) & (position < windows.size)
+        valid[position[inside]] = False
+    values = windows[valid]
+    per_doc = np.maximum(lengths - n + 1, 0)
 
-    per_doc = np.maximum(lengths - n + 1, 0)  # windows that stay inside their document
     short = np.flatnonzero((lengths > 0) & (lengths < n))
-    counts = per_doc.copy()
-    counts[short] = 1
-    offsets = np.cumsum(counts) - counts
-    out = np.empty(int(counts.sum()), dtype=np.uint64)
-    local = np.arange(per_doc.sum()) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)
-    out[np.repeat(offsets, per_doc) + local] = windows[np.repeat(starts, per_doc) + local]
-    with np.errstate(over="ignore"):
-        for doc in short:  # rare: documents under n words
-            value = np.uint64(0)
-            for h in word_hashes[starts[doc] : starts[doc] + lengths[doc]]:
-                value = value * _SHINGLE_BASE + h
-            out[offsets[doc]] = value
-    return out, offsets
+    if short.size:  # rare: documents under n words get one shingle of all their words
+        whole = np.zeros(short.size, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for i, doc in enumerate(short):
+                for h in word_hashes[starts[doc] : ends[doc]]:
+                    whole[i] = whole[i] * _SHINGLE_BASE + h
+        values = np.insert(values, (np.cumsum(per_doc) - per_doc)[short], whole)
+        per_doc[short] = 1
+    return values, np.cumsum(per_doc) - per_doc
 
 
 def signatures(texts: list[str] | pl.Series, params: MinHashParams = MinHashParams(),
-               block: int = 1 << 17) -> np.ndarray:  # fmt: skip
+               docs_per_chunk: int = 4096, block: int = 1 << 16) -> np.ndarray:  # fmt: skip
     """(documents, permutations) uint32 MinHash signatures; empty texts get all-max rows.
 
-    Documents go in blocks of about `block` shingles and each permutation is applied in place,
-    so the working arrays stay in the CPU cache instead of streaming (perms x shingles) arrays
-    through memory."""
-    values, offsets = shingles(texts, params.shingle_words)
-    docs = len(offsets)
+    Texts go in chunks (bounded memory), and each chunk's shingles in cache-sized blocks over
+    which every permutation is applied in place: h(x) = (a*x + b) mod 2^64, a bijection for odd
+    a; the minimum's high 32 bits are the signature value."""
+    texts = pl.Series("text", texts, dtype=pl.String)
+    out = np.full((len(texts), params.permutations), np.iinfo(np.uint32).max, dtype=np.uint32)
     a, b = params.coefficients()
-    out = np.full((docs, params.permutations), np.iinfo(np.uint32).max, dtype=np.uint32)
-    counts = np.diff(np.append(offsets, values.size))
-    nonempty = np.flatnonzero(counts > 0)
-    if nonempty.size == 0:
-        return out
-    ends = offsets[nonempty] + counts[nonempty]
-    work = np.empty(min(values.size, max(block, int(counts.max()))), dtype=np.uint64)
-    shift = np.uint64(32)
-    first = 0
-    while first < nonempty.size:
-        # The documents whose shingles fit in this block (at least one document).
-        last = max(int(np.searchsorted(ends, offsets[nonempty[first]] + block, side="right")), first + 1)
-        chunk = nonempty[first:last]
-        lo, hi = offsets[chunk[0]], ends[last - 1]
-        x = values[lo:hi]
-        starts = offsets[chunk] - lo
-        buffer = work[: hi - lo]
-        with np.errstate(over="ignore"):
-            for p in range(params.permutations):
-                np.multiply(x, a[p], out=buffer)
-                buffer += b[p]
-                buffer >>= shift
-                out[chunk, p] = np.minimum.reduceat(buffer, starts)
-        first = last
+    work = np.empty(block, dtype=np.uint64)
+    for first in range(0, len(texts), docs_per_chunk):
+        values, offsets = shingles(texts.slice(first, docs_per_chunk), params.shingle_words)
+        counts = np.diff(np.append(offsets, values.size))
+        nonempty = np.flatnonzero(counts > 0)
+        ends = offsets[nonempty] + counts[nonempty]
+        i = 0
+        while i < nonempty.size:  # documents whose shingles fit one block (at least one)
+            j = max(int(np.searchsorted(ends, offsets[nonempty[i]] + block, side="right")), i + 1)
+            docs = nonempty[i:j]
+            lo, hi = offsets[docs[0]], ends[j - 1]
+            x, starts = values[lo:hi], offsets[docs] - lo
+            buffer = work[: hi - lo] if hi - lo <= work.size else np.empty(hi - lo, dtype=np.uint64)
+            rows = first + docs
+            with np.errstate(over="ignore"):
+                for p in range(params.permutations):
+                    np.multiply(x, a[p], out=buffer)
+                    buffer += b[p]
+                    out[rows, p] = np.minimum.reduceat(buffer, starts) >> np.uint64(32)
+            i = j
     return out
 
 
