@@ -13,12 +13,13 @@ from pipeline.resources import Schoolhouse
 from trainers.data import PackedTokens
 
 
-def heldout_perplexity(model, data_dir: Path, seq_len: int, max_windows: int = 64) -> float | None:
+def heldout_perplexity(model, data_dir: Path, split: str, seq_len: int, max_windows: int = 64) -> float | None:
+    """exp(mean token loss) over up to `max_windows` held-out windows; None without enough tokens."""
     import torch
 
     try:
-        windows = PackedTokens(data_dir, "valid", seq_len, seed=0)
-    except ValueError:
+        windows = PackedTokens(data_dir, split, seq_len, seed=0)
+    except (ValueError, FileNotFoundError):
         return None  # too few held-out tokens for one window
     n = min(windows.windows, max_windows)
     losses = []
@@ -29,7 +30,7 @@ def heldout_perplexity(model, data_dir: Path, seq_len: int, max_windows: int = 6
     return math.exp(sum(losses) / len(losses))
 
 
-@dg.asset(group_name="exam", kinds={"pytorch"})
+@dg.asset(group_name="exam", kinds={"pytorch"}, pool="gpu")
 def exam_report(schoolhouse: Schoolhouse, student_model: Path, training_mix: Path) -> dg.Output[pl.DataFrame]:
     """Per-item results (Parquet) with accuracy per benchmark, micro and macro over subjects."""
     import torch
@@ -47,7 +48,9 @@ def exam_report(schoolhouse: Schoolhouse, student_model: Path, training_mix: Pat
     ])  # fmt: skip
     summary = exam.summarize(results)
     seq_len = schoolhouse.settings.training.seq_len
-    perplexity = heldout_perplexity(model, training_mix, seq_len)
+    perplexity = {
+        domain: heldout_perplexity(model, training_mix, f"valid-{domain}", seq_len) for domain in ("code", "text")
+    }
     scores = {k: v for k, v in summary.items() if k.endswith("_acc")}
     chart = bar_chart(list(scores), list(scores.values()), "student exam accuracy",
                       schoolhouse.path("exam", "scores.png"), "accuracy")  # fmt: skip
@@ -60,7 +63,10 @@ def exam_report(schoolhouse: Schoolhouse, student_model: Path, training_mix: Pat
         results,
         metadata={
             **{k: dg.MetadataValue.float(v) for k, v in summary.items()},
-            "heldout_perplexity": dg.MetadataValue.float(perplexity if perplexity else float("nan")),
+            **{
+                f"heldout_perplexity_{d}": dg.MetadataValue.float(p if p else float("nan"))
+                for d, p in perplexity.items()
+            },
             "scores": chart,
             "per_subject": table(per_subject.head(60)),
         },
@@ -74,3 +80,18 @@ def scores_in_range(exam_report: pl.DataFrame) -> dg.AssetCheckResult:
     accuracies = {k: v for k, v in summary.items() if k.endswith("acc")}
     ok = bool(accuracies) and all(math.isfinite(v) and 0 <= v <= 1 for v in accuracies.values())
     return dg.AssetCheckResult(passed=ok, metadata={k: float(v) for k, v in accuracies.items()})
+
+
+@dg.asset_check(asset=exam_report, blocking=True)
+def meets_release_minimum(schoolhouse: Schoolhouse, exam_report: pl.DataFrame) -> dg.AssetCheckResult:
+    """The release gate: below `exam.min_mmlu_cloze_acc` or `exam.min_humaneval_pass` the model
+    card and the release do not run (0 = no gate)."""
+    cfg = schoolhouse.settings.exam
+    summary = exam.summarize(exam_report)
+    cloze, humaneval = summary.get("mmlu_cloze_acc", 0.0), summary.get("humaneval_acc", 0.0)
+    passed = cloze >= cfg.min_mmlu_cloze_acc and humaneval >= cfg.min_humaneval_pass
+    return dg.AssetCheckResult(
+        passed=passed,
+        metadata={"mmlu_cloze_acc": cloze, "min_mmlu_cloze_acc": cfg.min_mmlu_cloze_acc,
+                  "humaneval_acc": humaneval, "min_humaneval_pass": cfg.min_humaneval_pass},
+    )  # fmt: skip

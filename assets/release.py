@@ -1,4 +1,5 @@
-"""The model card and the release: upload to the hub, or a local folder by default."""
+"""The model card, the dataset card and the release: to the hub, or a local folder by default.
+Logic lives in pipeline.release."""
 
 import json
 from pathlib import Path
@@ -7,37 +8,53 @@ import dagster as dg
 import polars as pl
 
 from pipeline import exam, release
-from pipeline.resources import Schoolhouse
-from pipeline.rows import KEPT
+from pipeline.resources import HubPublisher, Schoolhouse
 
 
 @dg.asset(group_name="release", kinds={"huggingface"})
 def model_card(schoolhouse: Schoolhouse, student_model: Path, exam_report: pl.DataFrame,
                decontaminated: pl.DataFrame) -> dg.Output[Path]:  # fmt: skip
-    """An HF model folder with a model card: eval results as model-index, data summary."""
+    """The student as a Hugging Face model folder with its card: eval results as model-index,
+    the training data, the teacher, intended use and limitations."""
     cfg = schoolhouse.settings
     scores = {k: v for k, v in exam.summarize(exam_report).items() if k.endswith("_acc")}
     training = json.loads((student_model.parent / "summary.json").read_text())
-    kept = decontaminated.filter(KEPT)
-    data_summary = {
-        "generated rows": decontaminated.height,
-        "kept rows": kept.height,
-        "kept tokens": int(kept["completion_tokens"].sum() or 0),
-        "batches": ", ".join(sorted(decontaminated["batch"].unique().to_list())),
-        "rejected as exact duplicates": decontaminated.filter(pl.col("reason") == "dedup:exact").height,
-        "rejected as exam-contaminated": decontaminated.filter(
-            pl.col("reason").str.starts_with("decontamination")
-        ).height,
-    }
-    card = release.model_card(cfg.release.model_name, cfg.release.license, cfg.teacher.model,
-                              scores, training, data_summary)  # fmt: skip
-    folder = release.build_folder(student_model, card, schoolhouse.path("model_card", cfg.release.model_name))
-    return dg.Output(folder, metadata={"card": dg.MetadataValue.md(card.text)})
+    card = release.model_card(cfg.release.model_name, cfg.release.license, cfg.teacher.model, scores, training,
+                              release.data_summary(decontaminated))  # fmt: skip
+    folder = release.build_model_folder(student_model, card, schoolhouse.path("model_card", cfg.release.model_name))
+    return dg.Output(folder, metadata={"card": dg.MetadataValue.md(card.text), "files": len(list(folder.iterdir()))})
+
+
+@dg.asset(group_name="release", kinds={"huggingface", "parquet"})
+def dataset_card(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.Output[Path]:
+    """The curated synthetic data (kept rows) as Parquet shards with a dataset card."""
+    cfg = schoolhouse.settings
+    name = f"{cfg.release.model_name}-data"
+    folder = release.build_dataset_folder(decontaminated, schoolhouse.path("dataset_card", name), cfg.teacher.model,
+                                          cfg.release.license)  # fmt: skip
+    shards = sorted((folder / "data").glob("*.parquet"))
+    return dg.Output(
+        folder, metadata={"shards": len(shards), "card": dg.MetadataValue.md((folder / "README.md").read_text())}
+    )
 
 
 @dg.asset(group_name="release", kinds={"huggingface"})
-def hub_release(schoolhouse: Schoolhouse, model_card: Path) -> dg.Output[Path]:
-    """The released folder (the demo writes it locally)."""
+def hub_release(schoolhouse: Schoolhouse, publisher: HubPublisher, model_card: Path,
+                dataset_card: Path) -> dg.Output[Path]:  # fmt: skip
+    """Both folders published: uploaded to the hub with `release.repo_id` / `dataset_repo_id`
+    and an HF_TOKEN, else copied to `<home>/release/` (the demo)."""
     cfg = schoolhouse.settings.release
-    target = release.publish_local(model_card, schoolhouse.path("release", cfg.model_name))
-    return dg.Output(target, metadata={"destination": dg.MetadataValue.path(str(target))})
+    model = publisher.publish(model_card, cfg.repo_id, "model")
+    data = publisher.publish(dataset_card, cfg.dataset_repo_id, "dataset")
+    return dg.Output(
+        Path(model.destination) if not model.remote else model_card,
+        metadata={
+            "model_destination": dg.MetadataValue.url(model.destination)
+            if model.remote
+            else dg.MetadataValue.path(model.destination),
+            "dataset_destination": dg.MetadataValue.url(data.destination)
+            if data.remote
+            else dg.MetadataValue.path(data.destination),
+            "uploaded": model.remote,
+        },
+    )

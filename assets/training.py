@@ -24,7 +24,7 @@ def student_tokenizer_dir(schoolhouse: Schoolhouse) -> str:
 @dg.asset(group_name="training", kinds={"numpy"})
 def training_mix(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.Output[Path]:
     """Kept rows tokenized with the student tokenizer and packed into EOS-separated shards;
-    a seeded held-out slice goes to `valid.bin` for perplexity."""
+    a seeded held-out slice goes to `valid-code.bin` / `valid-text.bin` for perplexity."""
     from transformers import AutoTokenizer
 
     cfg = schoolhouse.settings.training
@@ -38,8 +38,12 @@ def training_mix(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.O
     out = schoolhouse.path("training_mix")
     shards = {
         "train": pack(train["text"].to_list(), tokenizer, out, "train"),
-        "valid": pack(heldout["text"].to_list(), tokenizer, out, "valid"),
-    }
+        **{
+            f"valid-{domain}": pack(heldout.filter(pl.col("domain") == domain)["text"].to_list(), tokenizer, out,
+                                    f"valid-{domain}")
+            for domain in ("code", "text")
+        },
+    }  # fmt: skip
     write_meta(out, tokenizer_dir, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)
     by_domain = train.group_by("domain").len()
     return dg.Output(
@@ -47,7 +51,7 @@ def training_mix(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.O
         metadata={
             "train_tokens": shards["train"]["tokens"],
             "train_documents": shards["train"]["documents"],
-            "heldout_documents": shards["valid"]["documents"],
+            "heldout_documents": shards["valid-code"]["documents"] + shards["valid-text"]["documents"],
             "documents_by_domain": dg.MetadataValue.json(dict(by_domain.iter_rows())),
         },
     )

@@ -1,6 +1,7 @@
-"""Curation: each rule says keep (null) or why not (a reason), as one polars expression.
+"""Curation: each rule says keep (null) or why not (a reason).
 
-Prose rules (Gopher quality) judge `text` rows only; `code` rows are judged by running the
+Prose rules judge `text` rows only: Gopher quality rules as polars expressions over the whole
+table, Gopher repetition and FineWeb line rules per document; `code` rows are judged by running the
 exercise's own tests in the sandbox. A row is rejected by the first rule that fires and stays in
 the table with `status = rejected` and its reason, as datatrove's exclusion writers keep them.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
+from collections import Counter
 
 import polars as pl
 
@@ -38,6 +41,72 @@ def prose_rules(s: CurationSettings) -> list[tuple[str, pl.Expr]]:
     ]  # fmt: skip
 
 
+_TERMINAL = (".", "!", "?", '"', "'", ":", ";", ")", "…")  # FineWeb's line-end punctuation, loosely
+
+
+def _duplicates(items: list[str]) -> tuple[int, int]:
+    """(elements repeated after their first occurrence, their characters), as Gopher counts."""
+    seen: set[str] = set()
+    count = chars = 0
+    for item in items:
+        if item in seen:
+            count += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return count, chars
+
+
+def repetition_reason(text: str, s: CurationSettings) -> str | None:
+    """Gopher repetition rules and FineWeb line rules for one document (None = keep).
+
+    These look at lines, paragraphs and n-gram counts of one document, so they are plain Python
+    per document, as in datatrove."""
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    paragraphs = [p.strip() for p in re.split(r"\n{2,}", text) if p.strip()]
+    total = max(len(text), 1)
+    if lines:
+        dup_lines, dup_line_chars = _duplicates(lines)
+        if dup_lines / len(lines) > s.max_dup_line_frac:
+            return "dup_line_frac"
+        if dup_line_chars / total > s.max_dup_line_char_frac:
+            return "dup_line_char_frac"
+    if paragraphs:
+        dup_paras, dup_para_chars = _duplicates(paragraphs)
+        if dup_paras / len(paragraphs) > s.max_dup_para_frac:
+            return "dup_para_frac"
+        if dup_para_chars / total > s.max_dup_para_char_frac:
+            return "dup_para_char_frac"
+    words = re.findall(r"\w+", text.lower())
+    word_chars = max(sum(map(len, words)), 1)
+    for n, limit in zip((2, 3, 4), s.top_ngram_fracs, strict=False):
+        grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+        if grams:
+            gram, count = grams.most_common(1)[0]
+            if count > 1 and sum(map(len, gram)) * count / word_chars > limit:
+                return f"top_{n}gram_frac"
+    for n, limit in zip(range(5, 11), s.dup_ngram_fracs, strict=False):
+        covered = [False] * len(words)
+        seen: set[tuple[str, ...]] = set()
+        for i in range(len(words) - n + 1):
+            gram = tuple(words[i : i + n])
+            if gram in seen:
+                covered[i : i + n] = [True] * n
+            seen.add(gram)
+        if sum(len(w) for w, c in zip(words, covered, strict=True) if c) / word_chars > limit:
+            return f"dup_{n}gram_frac"
+    if lines:
+        if sum(line.endswith(_TERMINAL) for line in lines) / len(lines) < s.min_line_punct_ratio:
+            return "line_punct_ratio"
+        if sum(len(line) <= 30 for line in lines) / len(lines) > s.max_short_line_ratio:
+            return "short_line_ratio"
+        if _duplicates(lines)[1] / total > s.max_char_dup_ratio:
+            return "char_dup_ratio"
+    if text.count("\n") / max(len(words), 1) > s.max_new_line_ratio:
+        return "list_ratio"
+    return None
+
+
 def first_reason(rules: list[tuple[str, pl.Expr]], stage: str) -> pl.Expr:
     return pl.coalesce(
         [pl.when(broken).then(pl.lit(f"{stage}:{name}")) for name, broken in rules] + [pl.lit(None, pl.String)]
@@ -64,6 +133,8 @@ def curate(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
     is_text = pl.col("domain") == "text"
     prose = first_reason(prose_rules(settings), "curation")
     frame = reject(frame, pl.when(is_text).then(prose))
+    repetition = pl.col("text").map_elements(lambda t: repetition_reason(t, settings), return_dtype=pl.String)
+    frame = reject(frame, pl.when(KEPT & is_text).then(pl.lit("curation:") + repetition))
 
     code_rows = frame.filter(KEPT & (pl.col("domain") == "code"))
     limits = Limits(wall_s=settings.sandbox_timeout_s, cpu_s=max(1, int(settings.sandbox_timeout_s)))

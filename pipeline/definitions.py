@@ -1,21 +1,28 @@
 """The Dagster code location: `dagster dev -m pipeline.definitions`."""
 
+import os
+
 import dagster as dg
 
 from assets import curation, exam, generation, release, training
 from pipeline.io import ArtifactIOManager
-from pipeline.jobs import JOBS, SCHEDULES
-from pipeline.resources import Schoolhouse
+from pipeline.jobs import JOBS, SCHEDULES, SENSORS
+from pipeline.resources import HubPublisher, Schoolhouse
+
+# The hub token is read from the environment by Dagster, never written into run config.
+publisher = HubPublisher(token=dg.EnvVar("HF_TOKEN")) if os.environ.get("HF_TOKEN") else HubPublisher()
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([generation, curation, training, exam, release]),
     asset_checks=dg.load_asset_checks_from_modules([curation, exam]),
     jobs=JOBS,
     schedules=SCHEDULES,
+    sensors=SENSORS,
     resources={
         "schoolhouse": Schoolhouse(),
         "io_manager": ArtifactIOManager(),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        "publisher": publisher,
     },
     executor=dg.in_process_executor,
 )

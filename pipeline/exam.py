@@ -54,19 +54,31 @@ FORMULATIONS = (CLOZE, MULTIPLE_CHOICE)
 
 
 def loglikelihoods(model, tokenizer, requests: list[Request], batch_size: int) -> list[float]:
-    """Sum of log p(continuation | context) for each request: one forward pass over both.
+    """Sum of log p(continuation | context) for each request, from one forward pass over
+    context + continuation (minus its last token, which is only predicted).
 
-    Requests are scored longest first, so each batch pads little and memory peaks early.
+    Requests whose passes are the same token sequence share it: the four one-token letters of a
+    multiple-choice question are read off a single pass over the question. Passes run longest
+    first, so batches pad little and memory peaks early; the vocabulary softmax is taken only at
+    the positions that are scored.
     """
     import torch
 
-    encoded = []
+    limit = model.config.max_position_embeddings
+    passes: dict[tuple[int, ...], int] = {}
+    plan = []  # per request: (pass index, continuation tokens)
     for r in requests:
         context = tokenizer(r.context, add_special_tokens=False).input_ids
         continuation = tokenizer(r.continuation, add_special_tokens=False).input_ids
-        ids = (context + continuation)[-model.config.max_position_embeddings :]
-        encoded.append((ids, min(len(continuation), len(ids) - 1)))
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+        ids = (context + continuation)[-(limit + 1) :]
+        n = min(len(continuation), len(ids) - 1)
+        key = tuple(ids[:-1])
+        plan.append((passes.setdefault(key, len(passes)), ids[len(ids) - n :]))
+    sequences = list(passes)
+    wanted: dict[int, list[int]] = defaultdict(list)
+    for i, (index, _) in enumerate(plan):
+        wanted[index].append(i)
+    order = sorted(range(len(sequences)), key=lambda k: -len(sequences[k]))
     scores = [0.0] * len(requests)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
@@ -74,21 +86,23 @@ def loglikelihoods(model, tokenizer, requests: list[Request], batch_size: int) -
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            width = max(len(encoded[i][0]) for i in chunk)
+            width = max(len(sequences[k]) for k in chunk)
             input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids = encoded[i][0]
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                mask[row, : len(ids)] = 1
+            for row, k in enumerate(chunk):
+                input_ids[row, : len(sequences[k])] = torch.tensor(sequences[k])
+                mask[row, : len(sequences[k])] = 1
             logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            for row, i in enumerate(chunk):
-                ids, n = encoded[i]
-                positions = torch.arange(len(ids) - n - 1, len(ids) - 1, device=device)
-                targets = torch.tensor(ids[len(ids) - n :], device=device)
-                scores[i] = logprobs[row, positions, targets].sum().item()
-            progress.advance(len(chunk))
+            done = 0
+            for row, k in enumerate(chunk):
+                length = len(sequences[k])
+                for i in wanted[k]:
+                    targets = plan[i][1]
+                    positions = torch.arange(length - len(targets), length, device=device)
+                    logprobs = torch.log_softmax(logits[row, positions].float(), dim=-1)
+                    scores[i] = logprobs.gather(1, torch.tensor(targets, device=device)[:, None]).sum().item()
+                    done += 1
+            progress.advance(done)
     return scores
 
 

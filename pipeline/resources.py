@@ -2,13 +2,16 @@
 
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, create_model
 
 from pipeline import settings as s
 from pipeline.paths import artifact_home
+
+if TYPE_CHECKING:
+    from pipeline.release import Published
 
 
 def _launchpad_type(annotation: Any) -> Any:
@@ -70,3 +73,19 @@ class Schoolhouse(dg.ConfigurableResource):
         path = artifact_home().joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+
+class HubPublisher(dg.ConfigurableResource):
+    """Publishes release folders: to the Hugging Face hub when a repo id and a token are set,
+    else to `<home>/release/`. Give the token as `EnvVar("HF_TOKEN")`: it then never appears in
+    run config, logs, metadata or cards."""
+
+    token: Optional[str] = Field(None, description="Hub token (from the HF_TOKEN environment variable).")
+    endpoint: Optional[str] = Field(None, description="Hub endpoint ('' = huggingface.co).")
+
+    def publish(self, folder: Path, repo_id: str, repo_type: str) -> "Published":
+        from pipeline.release import publish
+
+        target = artifact_home() / "release" / folder.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return publish(folder, repo_id, repo_type, self.token, target, endpoint=self.endpoint or None)

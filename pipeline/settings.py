@@ -83,6 +83,21 @@ class CurationSettings(_Settings):
     max_mean_word_length: float = Field(10.0, ge=0, description="Gopher quality rule.")
     max_symbol_word_ratio: float = Field(0.1, ge=0, description="Gopher: '#' and '...' per word.")
     min_alpha_word_ratio: float = Field(0.8, ge=0, le=1, description="Gopher: words with a letter.")
+    max_dup_line_frac: float = Field(0.3, ge=0, le=1, description="Gopher repetition: duplicated lines.")
+    max_dup_para_frac: float = Field(0.3, ge=0, le=1, description="Gopher repetition: duplicated paragraphs.")
+    max_dup_line_char_frac: float = Field(0.2, ge=0, le=1, description="Gopher: characters in duplicated lines.")
+    max_dup_para_char_frac: float = Field(0.2, ge=0, le=1, description="Gopher: characters in duplicated paragraphs.")
+    top_ngram_fracs: list[float] = Field(
+        default_factory=lambda: [0.2, 0.18, 0.16], description="Gopher: most frequent 2/3/4-gram's character share."
+    )
+    dup_ngram_fracs: list[float] = Field(
+        default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10],
+        description="Gopher: characters in duplicated 5..10-grams.",
+    )
+    min_line_punct_ratio: float = Field(0.12, ge=0, le=1, description="FineWeb: lines ending in punctuation.")
+    max_short_line_ratio: float = Field(0.67, ge=0, le=1, description="FineWeb: lines of <= 30 characters.")
+    max_char_dup_ratio: float = Field(0.01, ge=0, le=1, description="FineWeb: characters in repeated lines.")
+    max_new_line_ratio: float = Field(0.3, ge=0, description="FineWeb: newlines per word (list-like text).")
     decontamination_ngram: int = Field(13, ge=3, description="n for word n-gram exam overlap.")
     code_decontamination_ngram: int = Field(20, ge=5, description="n for renamed-token code overlap.")
     minhash_bands: int = Field(14, ge=1, description="LSH bands (datatrove: 14).")
@@ -120,11 +135,14 @@ class ExamSettings(_Settings):
     batch_size: int = Field(16, ge=1)
     timeout_s: float = Field(10.0, gt=0, description="Wall time per HumanEval program.")
     seed: int = Field(0)
+    min_mmlu_cloze_acc: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
+    min_humaneval_pass: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
 
 
 class ReleaseSettings(_Settings):
     model_name: str = Field("schoolhouse-student", min_length=1)
-    repo_id: str = Field("", description="Hub repo id; '' writes a local folder.")
+    repo_id: str = Field("", description="Hub model repo id; '' (or no HF_TOKEN) writes a local folder.")
+    dataset_repo_id: str = Field("", description="Hub dataset repo id for the curated data.")
     license: str = Field("apache-2.0")
 
 

@@ -52,7 +52,7 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     materialized = {e.asset_key.to_user_string() for r in results for e in r.get_asset_materialization_events()}
     assert materialized == {
         "topics", "prompts", "generations", "curated", "deduped", "decontaminated",
-        "training_mix", "student_model", "exam_report", "model_card", "hub_release",
+        "training_mix", "student_model", "exam_report", "model_card", "dataset_card", "hub_release",
     }  # fmt: skip
 
     # Rows flow through every stage; nothing is dropped, rejected rows keep a reason.

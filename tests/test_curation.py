@@ -195,3 +195,27 @@ def test_yield_is_kept_tokens_over_teacher_tokens():
     table = yield_table(frame).filter(pl.col("dimension") == "template")
     kept_tokens = len(PROSE.split())
     assert table["yield"][0] == round(kept_tokens / (kept_tokens + 2), 3)
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        (PROSE, None),
+        ("\n".join([PROSE[:120] + "."] * 4 + [PROSE]), "curation:dup_line_frac"),
+        (" ".join(["the water cycle moves water"] * 40), "curation:top_2gram_frac"),
+        (
+            PROSE
+            + "\n"
+            + "\n".join(
+                f"{a} {b}."
+                for a in ("oak", "elm", "ash", "fir", "yew", "box", "bay", "fig")
+                for b in ("grows", "bends", "blooms", "rests", "sways")
+            ),
+            "curation:short_line_ratio",
+        ),
+        ("\n".join(PROSE.split(". ")).replace(".", ""), "curation:line_punct_ratio"),
+    ],
+)
+def test_gopher_repetition_and_fineweb_line_rules(text, reason):
+    out = curate(rows(("text", text)), CurationSettings())
+    assert out["reason"][0] == reason

@@ -53,5 +53,5 @@ def test_definitions_load_with_every_stage():
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "topics", "prompts", "generations", "curated", "deduped", "decontaminated",
-        "training_mix", "student_model", "exam_report", "model_card", "hub_release",
+        "training_mix", "student_model", "exam_report", "model_card", "dataset_card", "hub_release",
     }  # fmt: skip

@@ -20,7 +20,7 @@ def packed(embedded_teacher_dir, tmp_path_factory):
     documents = [item.question for item in read_mmlu()[:600]]
     out = tmp_path_factory.mktemp("packed")
     shards = {"train": pack(documents[:550], tokenizer, out, "train"),
-              "valid": pack(documents[550:], tokenizer, out, "valid")}  # fmt: skip
+              "valid-text": pack(documents[550:], tokenizer, out, "valid-text")}  # fmt: skip
     write_meta(out, str(embedded_teacher_dir), len(tokenizer), tokenizer.eos_token_id,
                tokenizer.bos_token_id, shards)  # fmt: skip
     return out
