@@ -65,18 +65,16 @@ def repetition_reason(text: str, s: CurationSettings) -> str | None:
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     paragraphs = [p.strip() for p in re.split(r"\n{2,}", text) if p.strip()]
     total = max(len(text), 1)
-    if lines:
-        dup_lines, dup_line_chars = _duplicates(lines)
-        if dup_lines / len(lines) > s.max_dup_line_frac:
-            return "dup_line_frac"
-        if dup_line_chars / total > s.max_dup_line_char_frac:
-            return "dup_line_char_frac"
-    if paragraphs:
-        dup_paras, dup_para_chars = _duplicates(paragraphs)
-        if dup_paras / len(paragraphs) > s.max_dup_para_frac:
-            return "dup_para_frac"
-        if dup_para_chars / total > s.max_dup_para_char_frac:
-            return "dup_para_char_frac"
+    for unit, items, max_frac, max_char_frac in (
+        ("line", lines, s.max_dup_line_frac, s.max_dup_line_char_frac),
+        ("para", paragraphs, s.max_dup_para_frac, s.max_dup_para_char_frac),
+    ):
+        if items:
+            repeated, repeated_chars = _duplicates(items)
+            if repeated / len(items) > max_frac:
+                return f"dup_{unit}_frac"
+            if repeated_chars / total > max_char_frac:
+                return f"dup_{unit}_char_frac"
     words = re.findall(r"\w+", text.lower())
     word_chars = max(sum(map(len, words)), 1)
     for n, limit in zip((2, 3, 4), s.top_ngram_fracs, strict=False):

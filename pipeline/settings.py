@@ -158,42 +158,28 @@ class Settings(_Settings):
 
 STAGES = ("teacher", "generation", "curation", "training", "exam", "release")
 
+# A GPU run: a teacher at a URL, the full exam, phi-1.5's recipe (20k steps, 2e-4, warmup 750).
+_GPU_RUN: dict[str, dict[str, Any]] = {
+    "teacher": {"mode": "url", "concurrency": 256},
+    "generation": {"samples_per_domain": 10_000, "max_tokens": 2048},
+    "training": {"seq_len": 2048, "max_steps": 20_000, "lr": 2e-4, "warmup_steps": 750, "num_gpus": 1},
+    "exam": {"mmlu_limit": 0, "humaneval_limit": 0, "max_new_tokens": 512},
+}
+
 # Each profile lists only what differs from the defaults above (which are the CPU demo).
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {},
     "phi-1.5": {
-        "teacher": {"mode": "url", "concurrency": 256},
-        "generation": {"samples_per_domain": 10_000, "max_tokens": 2048},
-        "training": {
-            "size": "phi-1.5",
-            "seq_len": 2048,
-            "micro_batch_size": 8,
-            "grad_accum_steps": 4,
-            "max_steps": 20_000,
-            "lr": 2e-4,
-            "warmup_steps": 750,
-            "zero_stage": 1,
-            "num_gpus": 1,
-        },
-        "exam": {"mmlu_limit": 0, "humaneval_limit": 0, "max_new_tokens": 512},
+        **_GPU_RUN,
+        "training": {**_GPU_RUN["training"], "size": "phi-1.5", "micro_batch_size": 8, "grad_accum_steps": 4,
+                     "zero_stage": 1},
     },
     "phi-2": {
-        "teacher": {"mode": "url", "concurrency": 256},
-        "generation": {"samples_per_domain": 10_000, "max_tokens": 2048},
-        "training": {
-            "size": "phi-2",
-            "seq_len": 2048,
-            "micro_batch_size": 4,
-            "grad_accum_steps": 8,
-            "max_steps": 20_000,
-            "lr": 2e-4,
-            "warmup_steps": 750,
-            "zero_stage": 2,
-            "num_gpus": 1,
-        },
-        "exam": {"mmlu_limit": 0, "humaneval_limit": 0, "max_new_tokens": 512},
+        **_GPU_RUN,
+        "training": {**_GPU_RUN["training"], "size": "phi-2", "micro_batch_size": 4, "grad_accum_steps": 8,
+                     "zero_stage": 2},
     },
-}
+}  # fmt: skip
 
 
 def _describe(error: ValidationError, prefix: str = "") -> str:

@@ -155,13 +155,14 @@ class Browser:
     def evaluate(self, expression: str):
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
-    def open(self, url: str, until_text: str, timeout_s: float = 60) -> str:
+    def open(self, url: str, until: tuple[str, ...], timeout_s: float = 90) -> str:
+        """Navigate, then wait until the page's text shows every string in `until`."""
         self.call("Page.navigate", url=url)
         deadline = time.monotonic() + timeout_s
         text = ""
         while time.monotonic() < deadline:
             text = self.evaluate("document.body ? document.body.innerText : ''") or ""
-            if until_text in text:
+            if all(part in text for part in until):
                 break
             time.sleep(0.5)
         return text
@@ -235,13 +236,15 @@ def test_ui_materializes_like_the_button_and_shows_the_graph(tmp_path, artifact_
         browser = Browser(tmp_path / "chromium-profile")
         try:
             # The catalog lists every asset; the lineage page draws the graph.
-            catalog = browser.open(f"http://127.0.0.1:{port}/assets", until_text="hub_release")
+            names = ("topics", "generations", "decontaminated", "student_model", "exam_report", "hub_release")
+            catalog = browser.open(f"http://127.0.0.1:{port}/assets", until=names)
             browser.click_button("Skip")  # the first-visit community dialog, as a person would
-            for name in ("topics", "generations", "decontaminated", "student_model", "exam_report", "hub_release"):
+            for name in names:
                 assert name in catalog, f"{name} is not listed in the catalog"
-            lineage = browser.open(f"http://127.0.0.1:{port}/asset-groups", until_text="Global asset lineage")
-            for group in ("generation", "curation", "training", "exam", "release"):
-                assert group in lineage
+            groups = ("generation", "curation", "training", "exam", "release")
+            lineage = browser.open(f"http://127.0.0.1:{port}/asset-groups", until=groups)
+            for group in groups:
+                assert group in lineage, f"group {group} is not on the lineage page"
             time.sleep(3)  # let the graph lay out
             shot = tmp_path / "asset-graph.png"
             browser.screenshot(shot)
