@@ -10,6 +10,7 @@ from pipeline import exam
 from pipeline.exam_data import read_humaneval, read_mmlu
 from pipeline.report import bar_chart, table
 from pipeline.resources import Schoolhouse
+from pipeline.teacher_weights import EMBEDDED_TEACHER_NAME, prepare_embedded_teacher
 from trainers.data import PackedTokens
 
 
@@ -51,6 +52,7 @@ def exam_report(schoolhouse: Schoolhouse, student_model: Path, training_mix: Pat
     perplexity = {
         domain: heldout_perplexity(model, training_mix, f"valid-{domain}", seq_len) for domain in ("code", "text")
     }
+    forgetting = _forgetting_report(schoolhouse, results, items, all_items)
     scores = {k: v for k, v in summary.items() if k.endswith("_acc")}
     chart = bar_chart(list(scores), list(scores.values()), "student exam accuracy",
                       schoolhouse.path("exam", "scores.png"), "accuracy")  # fmt: skip
@@ -69,8 +71,46 @@ def exam_report(schoolhouse: Schoolhouse, student_model: Path, training_mix: Pat
             },
             "scores": chart,
             "per_subject": table(per_subject.head(60)),
+            **forgetting,
         },
     )
+
+
+def reference_models(schoolhouse: Schoolhouse) -> dict[str, str]:
+    """The local model folders the student is compared with: the teacher (when its weights are
+    here) and the checkpoint training continued from."""
+    cfg = schoolhouse.settings
+    folders = {}
+    if "teacher" in cfg.exam.compare_with:
+        if cfg.teacher.model_path and Path(cfg.teacher.model_path).is_dir():
+            folders["teacher"] = cfg.teacher.model_path
+        elif not cfg.teacher.model_path and cfg.teacher.model == EMBEDDED_TEACHER_NAME:
+            folders["teacher"] = str(prepare_embedded_teacher(schoolhouse.path("teacher", EMBEDDED_TEACHER_NAME)))
+    if "start" in cfg.exam.compare_with and cfg.training.init_from:
+        folders["start"] = cfg.training.init_from
+    return folders
+
+
+def _forgetting_report(schoolhouse: Schoolhouse, student: pl.DataFrame, items, all_items) -> dict:
+    """Per-subject deltas against each reference model, as tables and numbers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = schoolhouse.settings.exam
+    metadata = {}
+    for name, folder in reference_models(schoolhouse).items():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        reference = exam.mmlu(model, tokenizer, items, all_items, cfg.mmlu_shots, cfg.batch_size, cfg.seed)
+        report = exam.forgetting(student, reference, cfg.forgetting_threshold)
+        report.write_parquet(schoolhouse.path("exam", f"forgetting-vs-{name}.parquet"))
+        flagged = report.filter("flagged")
+        for benchmark, value in exam.summarize(reference).items():
+            if benchmark.endswith("_acc"):
+                metadata[f"{name}_{benchmark}"] = dg.MetadataValue.float(value)
+        metadata[f"subjects_dropped_vs_{name}"] = flagged.height
+        metadata[f"forgetting_vs_{name}"] = table(report.head(40))
+    return metadata
 
 
 @dg.asset_check(asset=exam_report)

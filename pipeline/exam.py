@@ -206,3 +206,23 @@ def summarize(results: pl.DataFrame) -> dict[str, float]:
         summary[f"{benchmark}_macro_acc"] = float(per_subject.mean())
         summary[f"{benchmark}_items"] = float(group.height)
     return summary
+
+
+def forgetting(student: pl.DataFrame, reference: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """Per-subject MMLU accuracy of the student against a reference model on the same items;
+    subjects where the student is more than `threshold` below the reference are flagged."""
+
+    def per_subject(results: pl.DataFrame, name: str) -> pl.DataFrame:
+        return (
+            results.filter(pl.col("benchmark").str.starts_with("mmlu"))
+            .group_by("benchmark", "subject")
+            .agg(pl.col("correct").mean().alias(name), pl.len().alias("items"))
+        )
+
+    joined = per_subject(student, "student").join(
+        per_subject(reference, "reference").drop("items"), on=["benchmark", "subject"], how="inner"
+    )
+    return joined.with_columns(
+        delta=pl.col("student") - pl.col("reference"),
+        flagged=(pl.col("student") - pl.col("reference")) < -threshold,
+    ).sort("benchmark", "delta")

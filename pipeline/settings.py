@@ -37,6 +37,11 @@ class Device(str, Enum):
     gpu = "gpu"
 
 
+class Reference(str, Enum):
+    teacher = "teacher"
+    start = "start"
+
+
 class Precision(str, Enum):
     bf16 = "bf16"
     fp32 = "fp32"
@@ -68,7 +73,7 @@ class TeacherSettings(_Settings):
 
 
 class GenerationSettings(_Settings):
-    samples_per_domain: int = Field(24, ge=1, description="Prompts planned per batch (date x domain).")
+    samples_per_domain: int = Field(20, ge=1, description="Prompts planned per batch (date x domain).")
     max_tokens: int = Field(1024, ge=16, le=32768, description="Completion token limit.")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
@@ -116,9 +121,9 @@ class TrainingSettings(_Settings):
     seq_len: int = Field(256, ge=8, description="Packed sequence length.")
     micro_batch_size: int = Field(8, ge=1)
     grad_accum_steps: int = Field(1, ge=1)
-    max_steps: int = Field(150, ge=1)
+    max_steps: int = Field(100, ge=1)
     lr: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(15, ge=0)
+    warmup_steps: int = Field(10, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3.")
@@ -135,6 +140,12 @@ class ExamSettings(_Settings):
     batch_size: int = Field(16, ge=1)
     timeout_s: float = Field(10.0, gt=0, description="Wall time per HumanEval program.")
     seed: int = Field(0)
+    compare_with: list[Reference] = Field(
+        default_factory=lambda: [Reference.teacher, Reference.start],
+        description="Forgetting report against: 'teacher' (when its weights are local), 'start' "
+        "(the checkpoint training.init_from continued from).",
+    )
+    forgetting_threshold: float = Field(0.05, ge=0, le=1, description="Flag subjects that drop more than this.")
     min_mmlu_cloze_acc: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
     min_humaneval_pass: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
 

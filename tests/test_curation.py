@@ -133,7 +133,7 @@ def renamed_copy(source: str) -> str:
 
 
 def test_humaneval_solutions_with_renamed_identifiers_are_caught(exam_index, code_index):
-    problems = read_humaneval()[20:30]
+    problems = read_humaneval()[30:40]  # none of the 8 one-liners shorter than 20 tokens
     texts = [("code", "### Function\n```python\nimport math\n\n" + renamed_copy(p.prompt + p.canonical_solution)
               + "\n```\n") for p in problems]  # fmt: skip
     out = decontaminate(rows(*texts, ("code", EXERCISE)), exam_index, code_index).sort("id")
@@ -219,3 +219,11 @@ def test_yield_is_kept_tokens_over_teacher_tokens():
 def test_gopher_repetition_and_fineweb_line_rules(text, reason):
     out = curate(rows(("text", text)), CurationSettings())
     assert out["reason"][0] == reason
+
+
+def test_generic_one_line_code_is_not_taken_for_humaneval(exam_index, code_index):
+    """`def f(word: str) -> int: return len(word)` has the shape of HumanEval/23, and of much
+    innocent code: it is not contamination."""
+    text = '### Function\n```python\ndef count_letters(word: str) -> int:\n    """How long."""\n    return len(word)\n```\n'
+    out = decontaminate(rows(("code", text)), exam_index, code_index)
+    assert out["reason"][0] is None

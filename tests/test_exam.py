@@ -114,3 +114,20 @@ def test_malformed_exam_file_names_the_line(tmp_path):
 def test_humaneval_completion_is_cut_at_the_next_top_level_statement():
     text = "    return x + 1\n\n\ndef other():\n    pass\n"
     assert exam.truncate_completion(text) == "    return x + 1\n\n"
+
+
+def test_forgetting_report_flags_subjects_that_dropped():
+    import polars as pl
+
+    def results(correct_by_subject: dict[str, list[bool]]) -> pl.DataFrame:
+        return pl.DataFrame([
+            {"benchmark": "mmlu_cloze", "item": f"{s}/{i}", "subject": s, "predicted": "A", "target": "A",
+             "correct": c, "detail": ""}
+            for s, values in correct_by_subject.items() for i, c in enumerate(values)
+        ])  # fmt: skip
+
+    student = results({"anatomy": [True, False, False, False], "virology": [True, True, False, False]})
+    teacher = results({"anatomy": [True, True, False, False], "virology": [True, True, False, False]})
+    report = exam.forgetting(student, teacher, threshold=0.1).sort("subject")
+    assert report["delta"].to_list() == [-0.25, 0.0]
+    assert report["flagged"].to_list() == [True, False]
