@@ -224,6 +224,7 @@ def test_gopher_repetition_and_fineweb_line_rules(text, reason):
 def test_generic_one_line_code_is_not_taken_for_humaneval(exam_index, code_index):
     """`def f(word: str) -> int: return len(word)` has the shape of HumanEval/23, and of much
     innocent code: it is not contamination."""
-    text = '### Function\n```python\ndef count_letters(word: str) -> int:\n    """How long."""\n    return len(word)\n```\n'
+    code = 'def count_letters(word: str) -> int:\n    """How long."""\n    return len(word)\n'
+    text = f"### Function\n```python\n{code}```\n"
     out = decontaminate(rows(("code", text)), exam_index, code_index)
     assert out["reason"][0] is None
