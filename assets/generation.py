@@ -2,6 +2,7 @@
 
 Logic lives in pipeline.prompts, pipeline.generation and pipeline.teacher."""
 
+import contextlib
 import json
 
 import dagster as dg
@@ -9,7 +10,7 @@ import polars as pl
 
 from pipeline import prompts as prompt_plan
 from pipeline.batches import BATCHES, batch_parts
-from pipeline.generation import generate
+from pipeline.generation import generate, missing_ids
 from pipeline.report import preview, table
 from pipeline.resources import Schoolhouse
 from pipeline.seeds import CODE_CONCEPTS, TEXT_TOPICS
@@ -71,9 +72,13 @@ def generations(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     date, domain = batch_parts(context.partition_key)
     journal = schoolhouse.path("journals", date, f"{domain}.jsonl")
     log_path = schoolhouse.path("logs", f"vllm-{date}-{domain}.log")
-    with serving(cfg.teacher, log_path=log_path, on_line=_vllm_line_logger(context)) as client:
-        rows, stats = generate(prompts.to_dicts(), client, journal, str(context.partition_key),
-                               cfg.generation.max_tokens)  # fmt: skip
+    plan = prompts.to_dicts()
+    # A batch whose answers are all journaled needs no teacher: a managed server is not started.
+    needs_teacher = bool(missing_ids(plan, journal))
+    teacher = serving(cfg.teacher, log_path=log_path, on_line=_vllm_line_logger(context))
+    with teacher if needs_teacher else contextlib.nullcontext() as client:
+        rows, stats = generate(plan, client, journal, str(context.partition_key), cfg.generation.max_tokens,
+                               cfg.teacher.model)  # fmt: skip
     kept = rows.filter(pl.col("status") == "kept").height
     context.log.info(f"{rows.height} rows, {kept} kept, rejections: {json.dumps(stats.by_reason)}")
     return dg.Output(

@@ -50,7 +50,7 @@ async def bare_loop(url: str, model: str, plan: list[dict], concurrency: int, ma
 def pipeline_path(url: str, model: str, plan: list[dict], concurrency: int, max_tokens: int) -> int:
     client = TeacherClient([url], model, concurrency=concurrency)
     with tempfile.TemporaryDirectory() as folder:
-        rows, _ = generate(plan, client, Path(folder) / "journal.jsonl", "bench", max_tokens)
+        rows, _ = generate(plan, client, Path(folder) / "journal.jsonl", "bench", max_tokens, model)
     return int(rows["completion_tokens"].sum())
 
 

@@ -104,19 +104,29 @@ async def _collect(client: TeacherClient, requests: list[ChatRequest], journal: 
     return progress.done, tokens
 
 
+def missing_ids(plan: list[dict], journal: Path) -> list[str]:
+    """The planned ids the journal does not have yet (none: the teacher is not needed)."""
+    done = read_journal(journal)
+    return [row["id"] for row in plan if row["id"] not in done]
+
+
 def generate(
     plan: list[dict],
-    client: TeacherClient,
+    client: TeacherClient | None,
     journal: Path,
     batch: str,
     max_tokens: int,
+    teacher_model: str,
 ) -> tuple[pl.DataFrame, GenerationStats]:
-    """Rows for every planned prompt, requesting only those the journal lacks."""
+    """Rows for every planned prompt, requesting only those the journal lacks (`client` may be
+    None when the journal already has them all)."""
     stats = GenerationStats(planned=len(plan))
     done = read_journal(journal)
     stats.resumed = sum(1 for row in plan if row["id"] in done)
     missing = [row for row in plan if row["id"] not in done]
     if missing:
+        if client is None:
+            raise ValueError(f"{len(missing)} planned answers are not in {journal} and no teacher was given")
         client.check_reachable()
         log.info(
             "requesting %d of %d planned answers (%d already in the journal)",
@@ -146,7 +156,7 @@ def generate(
             {
                 **row,
                 "batch": batch,
-                "teacher_model": client.model,
+                "teacher_model": teacher_model,
                 "text": answer["text"],
                 "prompt_tokens": answer["prompt_tokens"],
                 "completion_tokens": answer["completion_tokens"],

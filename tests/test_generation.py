@@ -64,7 +64,7 @@ def test_torn_journal_line_is_ignored(tmp_path):
 @pytest.mark.integration
 def test_concurrency_is_bounded_as_configured(teacher_url, tmp_path):
     client = TeacherClient([teacher_url], MODEL, concurrency=3)
-    rows, stats = generate(plan("text", 9), client, tmp_path / "j.jsonl", "b", max_tokens=24)
+    rows, stats = generate(plan("text", 9), client, tmp_path / "j.jsonl", "b", max_tokens=24, teacher_model=MODEL)
     assert rows.height == 9 and stats.requested == 9
     assert stats.peak_in_flight == 3
 
@@ -74,7 +74,7 @@ def test_refused_and_cut_answers_become_rejected_rows(teacher_url, tmp_path):
     planned = plan("text", 2)
     planned[0]["prompt"] = "word " * 5000  # longer than the server's context: it answers 400
     client = TeacherClient([teacher_url], MODEL, concurrency=2)
-    rows, stats = generate(planned, client, tmp_path / "j.jsonl", "b", max_tokens=8)
+    rows, stats = generate(planned, client, tmp_path / "j.jsonl", "b", max_tokens=8, teacher_model=MODEL)
     by_id = {r["id"]: r for r in rows.iter_rows(named=True)}
     refused, cut = by_id[planned[0]["id"]], by_id[planned[1]["id"]]
     assert refused["status"] == "rejected" and refused["reason"] == "generation:teacher_error"
@@ -96,7 +96,7 @@ def test_killing_the_server_mid_run_then_resuming_gives_every_row_once(embedded_
 
         def first_attempt():
             try:
-                generate(planned, client, journal, "b", max_tokens=96)
+                generate(planned, client, journal, "b", max_tokens=96, teacher_model=MODEL)
             except BaseException as error:  # noqa: BLE001 - we assert on it below
                 failure.append(error)
 
@@ -112,10 +112,28 @@ def test_killing_the_server_mid_run_then_resuming_gives_every_row_once(embedded_
     assert 3 <= len(finished_before) < 10
 
     with serving(settings, log_path=tmp_path / "second.log") as client:
-        rows, stats = generate(planned, client, journal, "b", max_tokens=96)
+        rows, stats = generate(planned, client, journal, "b", max_tokens=96, teacher_model=MODEL)
     assert stats.resumed == len(finished_before)
     assert stats.requested == 10 - len(finished_before)
     assert rows.height == 10 and rows["id"].n_unique() == 10
     assert sorted(rows["id"]) == sorted(r["id"] for r in planned)
     lines = [json.loads(line)["id"] for line in journal.read_text().splitlines()]
     assert len(lines) == len(set(lines)) == 10  # nothing asked twice
+
+
+def test_a_fully_journaled_batch_needs_no_teacher(tmp_path):
+    planned = plan("text", 3)
+    journal = tmp_path / "j.jsonl"
+    journal.write_text("".join(
+        json.dumps({"id": r["id"], "text": f"answer {i}", "finish_reason": "stop", "prompt_tokens": 5,
+                    "completion_tokens": 2, "reason": None, "error": None,
+                    "created_at": "2026-11-20T00:00:00+00:00"}) + "\n"
+        for i, r in enumerate(planned)
+    ))  # fmt: skip
+    from pipeline.generation import missing_ids
+
+    assert missing_ids(planned, journal) == []
+    rows, stats = generate(planned, None, journal, "b", max_tokens=8, teacher_model=MODEL)
+    assert rows["text"].to_list() == ["answer 0", "answer 1", "answer 2"] and stats.requested == 0
+    with pytest.raises(ValueError, match="not in .*j.jsonl and no teacher"):
+        generate(plan("text", 4), None, journal, "b", max_tokens=8, teacher_model=MODEL)
