@@ -6,7 +6,7 @@ import polars as pl
 
 from pipeline.batches import BATCHES
 from pipeline.curation import curate, yield_table
-from pipeline.decontamination import CodeIndex, ExamIndex, decontaminate, find_contamination
+from pipeline.decontamination import decontaminate, exam_indexes, find_contamination
 from pipeline.dedup import SignatureStore, exact_dedup, near_dedup
 from pipeline.minhash import MinHashParams
 from pipeline.report import bar_chart, preview, table
@@ -59,7 +59,7 @@ def decontaminated(schoolhouse: Schoolhouse, deduped: pl.DataFrame) -> dg.Output
     """Rows sharing an n-gram with MMLU or HumanEval (code: also after renaming identifiers)
     rejected, naming the exam item. Metadata: the yield of each template, audience and style."""
     cfg = schoolhouse.settings.curation
-    frame = decontaminate(deduped, ExamIndex(cfg.decontamination_ngram), CodeIndex(cfg.code_decontamination_ngram))
+    frame = decontaminate(deduped, *exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram))
     yields = yield_table(frame)
     by_template = yields.filter(pl.col("dimension") != "topic").sort("yield")
     chart = bar_chart(
@@ -104,9 +104,7 @@ def no_exact_duplicates(decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
 def no_contamination(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
     """A fresh scan of the kept rows against the exam sets finds nothing."""
     cfg = schoolhouse.settings.curation
-    hits = find_contamination(
-        decontaminated, ExamIndex(cfg.decontamination_ngram), CodeIndex(cfg.code_decontamination_ngram)
-    )
+    hits = find_contamination(decontaminated, *exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram))
     found = {k: v for k, v in hits.items() if v}
     return dg.AssetCheckResult(passed=not found, metadata={"contaminated_kept_rows": len(found)})
 

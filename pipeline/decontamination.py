@@ -16,6 +16,7 @@ import re
 import textwrap
 import tokenize
 from collections import Counter
+from functools import cache
 
 import polars as pl
 
@@ -167,3 +168,9 @@ def decontaminate(frame: pl.DataFrame, index: ExamIndex, code_index: CodeIndex) 
         .otherwise(pl.col("contamination"))
     )
     return reject(frame, pl.when(pl.col("_item").is_not_null()).then(pl.lit("decontamination:ngram"))).drop("_item")
+
+
+@cache
+def exam_indexes(ngram: int, code_ngram: int) -> tuple[ExamIndex, CodeIndex]:
+    """Both indexes, built once per process: the asset and its blocking check share them."""
+    return ExamIndex(ngram), CodeIndex(code_ngram)

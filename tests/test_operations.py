@@ -59,9 +59,10 @@ def graph_snapshot() -> dict:
 
 def test_asset_graph_matches_the_snapshot():
     current = graph_snapshot()
-    if os.environ.get("SCHOOLHOUSE_UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
+    if os.environ.get("SCHOOLHOUSE_UPDATE_SNAPSHOTS"):
         SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert SNAPSHOT.exists(), f"{SNAPSHOT} is missing: write it with SCHOOLHOUSE_UPDATE_SNAPSHOTS=1"
     assert current == json.loads(SNAPSHOT.read_text()), "asset graph changed: review, then update the snapshot"
 
 
