@@ -26,7 +26,7 @@ def heldout_perplexity(model, data_dir: Path, split: str, seq_len: int, max_wind
     losses = []
     with torch.inference_mode():
         for start in range(0, n, 8):
-            batch = torch.from_numpy(windows.next_batch(min(8, n - start)))
+            batch = torch.from_numpy(windows.next_batch(min(8, n - start))).to(model.device)
             losses.append(model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss.item())
     return math.exp(sum(losses) / len(losses))
 
@@ -34,12 +34,8 @@ def heldout_perplexity(model, data_dir: Path, split: str, seq_len: int, max_wind
 @dg.asset(group_name="exam", kinds={"pytorch"}, pool="gpu")
 def exam_report(schoolhouse: Schoolhouse, student_model: Path, training_mix: Path) -> dg.Output[pl.DataFrame]:
     """Per-item results (Parquet) with accuracy per benchmark, micro and macro over subjects."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     cfg = schoolhouse.settings.exam
-    model = AutoModelForCausalLM.from_pretrained(student_model, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(student_model)
+    model, tokenizer = exam.load_model(student_model, cfg.dtype)
     all_items = read_mmlu()
     items = exam.pick_items(all_items, cfg.mmlu_limit, cfg.seed)
     problems = read_humaneval()[: cfg.humaneval_limit or None]
@@ -93,14 +89,10 @@ def reference_models(schoolhouse: Schoolhouse) -> dict[str, str]:
 
 def _forgetting_report(schoolhouse: Schoolhouse, student: pl.DataFrame, items, all_items) -> dict:
     """Per-subject deltas against each reference model, as tables and numbers."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     cfg = schoolhouse.settings.exam
     metadata = {}
     for name, folder in reference_models(schoolhouse).items():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model, tokenizer = exam.load_model(folder, cfg.dtype)
         reference = exam.mmlu(model, tokenizer, items, all_items, cfg.mmlu_shots, cfg.batch_size, cfg.seed)
         report = exam.forgetting(student, reference, cfg.forgetting_threshold)
         report.write_parquet(schoolhouse.path("exam", f"forgetting-vs-{name}.parquet"))

@@ -132,12 +132,19 @@ class TrainingSettings(_Settings):
     seed: int = Field(0)
 
 
+class ExamDtype(str, Enum):
+    auto = "auto"  # bf16 on a GPU, fp32 on a CPU
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
 class ExamSettings(_Settings):
     mmlu_limit: int = Field(120, ge=0, description="MMLU questions (0 = all 14,042).")
     mmlu_shots: int = Field(0, ge=0, le=5, description="Examples from the same subject.")
     humaneval_limit: int = Field(10, ge=0, description="HumanEval problems (0 = all 164).")
     max_new_tokens: int = Field(192, ge=1)
     batch_size: int = Field(16, ge=1)
+    dtype: ExamDtype = Field(ExamDtype.auto, description="Weights for the exam: 'auto' is bf16 on a GPU, fp32 on a CPU.")
     timeout_s: float = Field(10.0, gt=0, description="Wall time per HumanEval program.")
     seed: int = Field(0)
     compare_with: list[Reference] = Field(

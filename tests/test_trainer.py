@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline.exam_data import read_mmlu
+from pipeline.exam_data import read_humaneval, read_mmlu
 from trainers.data import PackedTokens, pack, read_meta, write_meta
 from trainers.train import TrainConfig, lr_at, train
 
@@ -13,13 +13,16 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def packed(embedded_teacher_dir, tmp_path_factory):
-    """Real English text (MMLU questions) packed with the student tokenizer."""
+    """Real English text (MMLU questions) and real Python (HumanEval solutions) packed with the
+    student tokenizer into a code and a text source."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_teacher_dir)
     documents = [item.question for item in read_mmlu()[:600]]
+    code = [p.prompt + p.canonical_solution for p in read_humaneval()]
     out = tmp_path_factory.mktemp("packed")
-    shards = {"train": pack(documents[:550], tokenizer, out, "train"),
+    shards = {"train-text": pack(documents[:550], tokenizer, out, "train-text"),
+              "train-code": pack(code, tokenizer, out, "train-code"),
               "valid-text": pack(documents[550:], tokenizer, out, "valid-text")}  # fmt: skip
     write_meta(out, str(embedded_teacher_dir), len(tokenizer), tokenizer.eos_token_id,
                tokenizer.bos_token_id, shards)  # fmt: skip
@@ -28,9 +31,9 @@ def packed(embedded_teacher_dir, tmp_path_factory):
 
 def test_packing_separates_documents_with_eos(packed):
     meta = read_meta(packed)
-    windows = PackedTokens(packed, "train", seq_len=64, seed=0)
+    windows = PackedTokens(packed, "train-text", seq_len=64, seed=0)
     eos_count = int((windows.tokens == meta["eos_token_id"]).sum())
-    assert eos_count == meta["shards"]["train"]["documents"] == 550
+    assert eos_count == meta["shards"]["train-text"]["documents"] == 550
     first, second = windows.next_batch(2)
     assert first.shape == (65,) and not (first == second).all()
 
@@ -44,7 +47,8 @@ def test_trains_with_deepspeed_and_exports_a_loadable_model(packed, tmp_path):
     assert summary["steps"] == 30
     assert summary["final_loss"] < summary["first_loss"] - 1.0
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [5, 10, 15, 20, 25, 30]
+    assert [m["step"] for m in metrics] == list(range(1, 31))
+    assert [m["step"] for m in metrics if "tokens_per_s" in m] == [5, 10, 15, 20, 25, 30]
 
     model = AutoModelForCausalLM.from_pretrained(summary["model_dir"])
     tokenizer = AutoTokenizer.from_pretrained(summary["model_dir"])

@@ -1,7 +1,9 @@
 """Packed token shards: EOS-separated documents in one flat uint16/uint32 memory-mapped file.
 
-`pack` writes `train.bin` / `valid.bin` plus `meta.json`; `PackedTokens` serves fixed-length
-windows from a shard in a seeded order, and its position can be saved and restored.
+`pack` writes one shard per source and split (`train-code.bin`, `train-text.bin`,
+`train-replay.bin`, `valid-code.bin`, ...) plus `meta.json`; `PackedTokens` serves fixed-length
+windows from a shard in a seeded order; `Mixture` draws every training step's global batch from
+the sources in fixed proportions. Both positions can be saved and restored.
 """
 
 from __future__ import annotations
@@ -74,16 +76,22 @@ class PackedTokens:
     def _shuffle(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.windows)
 
-    def next_batch(self, batch_size: int) -> np.ndarray:
-        rows = []
-        for _ in range(batch_size):
+    def next_starts(self, count: int) -> list[int]:
+        """Token offsets of the next `count` windows; a new epoch reshuffles."""
+        starts = []
+        for _ in range(count):
             if self.cursor == self.windows:
                 self.epoch, self.cursor = self.epoch + 1, 0
                 self._order = self._shuffle(self.epoch)
-            start = int(self._order[self.cursor]) * self.seq_len
-            rows.append(np.asarray(self.tokens[start : start + self.seq_len + 1], dtype=np.int64))
+            starts.append(int(self._order[self.cursor]) * self.seq_len)
             self.cursor += 1
-        return np.stack(rows)
+        return starts
+
+    def read(self, starts: list[int]) -> np.ndarray:
+        return np.stack([np.asarray(self.tokens[s : s + self.seq_len + 1], dtype=np.int64) for s in starts])
+
+    def next_batch(self, batch_size: int) -> np.ndarray:
+        return self.read(self.next_starts(batch_size))
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "cursor": self.cursor}
@@ -91,3 +99,58 @@ class PackedTokens:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.cursor = state["epoch"], state["cursor"]
         self._order = self._shuffle(self.epoch)
+
+
+def mixture_counts(weights: dict[str, float], sequences: int) -> dict[str, int]:
+    """Sequences per step from each source with a positive weight, by largest remainder, so a
+    step's composition is exact and the same every step. A source that would get none fails."""
+    positive = {name: w for name, w in weights.items() if w > 0}
+    if not positive or any(w < 0 for w in weights.values()):
+        raise ValueError(f"training.mixture = {weights}: weights must be >= 0 with at least one above 0")
+    total = sum(positive.values())
+    exact = {name: sequences * w / total for name, w in positive.items()}
+    counts = {name: int(v) for name, v in exact.items()}
+    for name in sorted(exact, key=lambda n: counts[n] - exact[n])[: sequences - sum(counts.values())]:
+        counts[name] += 1
+    starved = sorted(name for name, c in counts.items() if c == 0)
+    if starved:
+        raise ValueError(
+            f"training.mixture = {weights}: a step of {sequences} sequences (micro_batch_size x "
+            f"grad_accum_steps x processes) cannot hold {', '.join(starved)}; raise the batch or the weight"
+        )
+    return counts
+
+
+class Mixture:
+    """Every step's global batch: from each source its fixed count of windows (each source in
+    its own seeded order), shuffled together with a per-step seed. Every rank computes the same
+    global batch of window offsets and reads only its own rows, so 1 process with batch 8 and 2
+    processes with batch 4 train on exactly the same sequences."""
+
+    def __init__(self, data_dir: Path, weights: dict[str, float], seq_len: int, sequences: int, seed: int):
+        self.counts = mixture_counts(weights, sequences)
+        meta = read_meta(data_dir)
+        self.sources = {}
+        for i, name in enumerate(self.counts):
+            if f"train-{name}" not in meta["shards"]:
+                raise ValueError(f"training.mixture.{name} > 0 but {data_dir} has no train-{name} shard")
+            self.sources[name] = PackedTokens(data_dir, f"train-{name}", seq_len, seed=seed + 1000 * i)
+        self.seed, self.step = seed, 0
+
+    def next_step(self) -> list[tuple[str, int]]:
+        picks = [(name, start) for name, count in self.counts.items()
+                 for start in self.sources[name].next_starts(count)]  # fmt: skip
+        order = np.random.default_rng([self.seed, self.step]).permutation(len(picks))
+        self.step += 1
+        return [picks[i] for i in order]
+
+    def read(self, picks: list[tuple[str, int]]) -> np.ndarray:
+        return np.stack([self.sources[name].read([start])[0] for name, start in picks])
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "sources": {name: s.state_dict() for name, s in self.sources.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        for name, source in self.sources.items():
+            source.load_state_dict(state["sources"][name])

@@ -7,9 +7,10 @@ published shapes (1.42B and 2.78B parameters with the 51,200-token vocabulary).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import PhiConfig
+if TYPE_CHECKING:
+    from transformers import PhiConfig
 
 SHAPES: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
@@ -21,7 +22,26 @@ SHAPES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def phi_config(size: str, vocab_size: int, bos_token_id: int, eos_token_id: int, **overrides: Any) -> PhiConfig:
+def check_shape(size: str, seq_len: int, overrides: dict[str, Any]) -> None:
+    """The errors a run would otherwise meet only after loading data and building the model."""
+    if size not in SHAPES:
+        raise ValueError(f"training.size = {size!r}: must be one of {', '.join(SHAPES)}")
+    from transformers import PhiConfig
+
+    known = PhiConfig().to_dict()
+    for key in overrides:
+        if key not in known:
+            raise ValueError(f"training.model_overrides.{key}: not a PhiConfig field")
+    positions = {**SHAPES[size], **overrides}["max_position_embeddings"]
+    if seq_len > positions:
+        raise ValueError(
+            f"training.seq_len = {seq_len}: above the model's max_position_embeddings ({positions}) for size {size!r}"
+        )
+
+
+def phi_config(size: str, vocab_size: int, bos_token_id: int, eos_token_id: int, **overrides: Any) -> "PhiConfig":
+    from transformers import PhiConfig
+
     if size not in SHAPES:
         raise ValueError(f"training.size = {size!r}: must be one of {', '.join(SHAPES)}")
     values = dict(
@@ -41,7 +61,7 @@ def phi_config(size: str, vocab_size: int, bos_token_id: int, eos_token_id: int,
     return PhiConfig(**values)
 
 
-def parameter_count(config: PhiConfig) -> int:
+def parameter_count(config: "PhiConfig") -> int:
     """Exact count for the Phi block layout, without building the model."""
     d, f, layers, vocab = (config.hidden_size, config.intermediate_size,
                            config.num_hidden_layers, config.vocab_size)  # fmt: skip

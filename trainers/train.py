@@ -22,42 +22,78 @@ from pathlib import Path
 import numpy as np
 
 
+SCHEDULES = ("cosine", "constant", "wsd")
+
+
 @dataclass
 class TrainConfig:
     data_dir: str
     out_dir: str
     size: str = "tiny"
-    init_from: str = ""
+    init_from: str = ""  # a Hugging Face folder to continue pre-training from
+    model_overrides: dict = field(default_factory=dict)  # any PhiConfig field
+    mixture: dict = field(default_factory=lambda: {"code": 0.5, "text": 0.5})  # weights over train-<source> shards
     seq_len: int = 256
     micro_batch_size: int = 8
     grad_accum_steps: int = 1
     max_steps: int = 100
     lr: float = 1e-3
+    schedule: str = "cosine"  # cosine | constant | wsd (warmup-stable-decay)
     warmup_steps: int = 10
+    warmup_start_ratio: float = 0.0  # re-warm for continued pre-training: start at this * lr
+    decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     zero_stage: int = 2
     precision: str = "bf16"
+    loss_chunk_tokens: int = 4096  # chunked head + cross-entropy; 0 = the model's full-logit loss
+    activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile each decoder layer (GPU)
     seed: int = 0
     checkpoint_every: int = 0  # 0: only at the end
     log_every: int = 10
     peak_tflops: float = 0.0  # per device, for MFU; 0 = unknown (CPU)
-    model_overrides: dict = field(default_factory=dict)
+
+    def check(self, world: int = 1) -> None:
+        """Fail before any work, naming the field."""
+        from trainers.data import mixture_counts
+        from trainers.model import check_shape
+
+        if not self.init_from:
+            check_shape(self.size, self.seq_len, self.model_overrides)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"training.schedule = {self.schedule!r}: must be one of {', '.join(SCHEDULES)}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"training.precision = {self.precision!r}: must be bf16 or fp32")
+        if not 0 <= self.zero_stage <= 3:
+            raise ValueError(f"training.zero_stage = {self.zero_stage}: must be 0-3")
+        mixture_counts(self.mixture, self.micro_batch_size * self.grad_accum_steps * world)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr_ratio * lr."""
+    """Linear warmup (from warmup_start_ratio * lr), then cosine decay to min_lr_ratio * lr, a
+    constant lr, or warmup-stable-decay: constant until the last decay_fraction of the steps, which
+    decay linearly to the floor (so a stable-phase checkpoint can be continued or decayed later)."""
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        start = cfg.warmup_start_ratio
+        return cfg.lr * (start + (1 - start) * (step + 1) / cfg.warmup_steps)
+    floor = cfg.min_lr_ratio
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "wsd":
+        decay_steps = max(1, round(cfg.decay_fraction * cfg.max_steps))
+        progress = (step - (cfg.max_steps - decay_steps)) / decay_steps
+        return cfg.lr * (1 - (1 - floor) * min(1.0, max(0.0, progress)))
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+    return cfg.lr * (floor + (1 - floor) * cosine)
 
 
-def flops_per_token(n_params: int, layers: int, hidden: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6N + 12·L·H·Q·T with H·Q = d_model (PaLM, appendix B)."""
-    return 6 * n_params + 12 * layers * hidden * seq_len
+def flops_per_token(matmul_params: int, layers: int, hidden: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6N + 12·L·H·Q·T with H·Q = d_model (PaLM, appendix B), N without
+    the input embedding (a lookup, not a matmul), as the GPU baseline counts it."""
+    return 6 * matmul_params + 12 * layers * hidden * seq_len
 
 
 class Reporter:
@@ -122,23 +158,33 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
     }
 
 
-def build_model(cfg: TrainConfig, meta: dict):
+def build_model(cfg: TrainConfig, meta: dict, on_gpu: bool):
+    """The Phi student (from scratch or a Hugging Face checkpoint) wrapped with its loss."""
     import torch
     from transformers import AutoModelForCausalLM, PhiForCausalLM
 
+    from trainers.loss import CausalLMLoss
     from trainers.model import phi_config
 
     torch.manual_seed(cfg.seed)
+    attention = "sdpa"  # flash / memory-efficient kernels on a GPU
     if cfg.init_from:
-        return AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
-    config = phi_config(cfg.size, meta["vocab_size"], meta["bos_token_id"], meta["eos_token_id"],
-                        **cfg.model_overrides)  # fmt: skip
-    if cfg.seq_len > config.max_position_embeddings:
-        raise ValueError(
-            f"training.seq_len = {cfg.seq_len}: above the model's max_position_embeddings "
-            f"({config.max_position_embeddings}) for size {cfg.size!r}"
-        )
-    return PhiForCausalLM(config)
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32, attn_implementation=attention)
+        positions = model.config.max_position_embeddings
+        if cfg.seq_len > positions:
+            raise ValueError(f"training.seq_len = {cfg.seq_len}: above {cfg.init_from}'s max_position_embeddings ({positions})")
+    else:
+        config = phi_config(cfg.size, meta["vocab_size"], meta["bos_token_id"], meta["eos_token_id"],
+                            **cfg.model_overrides)  # fmt: skip
+        config._attn_implementation = attention
+        model = PhiForCausalLM(config)
+    model.config.use_cache = False
+    if cfg.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.compile and on_gpu:
+        for layer in model.model.layers:  # regional compilation: one graph per block, compiled once
+            layer.compile()
+    return CausalLMLoss(model, cfg.loss_chunk_tokens)
 
 
 def export(engine, cfg: TrainConfig, meta: dict, on_gpu: bool, rank: int) -> Path:
@@ -148,16 +194,18 @@ def export(engine, cfg: TrainConfig, meta: dict, on_gpu: bool, rank: int) -> Pat
     from transformers import AutoTokenizer
 
     out = Path(cfg.out_dir) / "model"
-    params = list(engine.module.parameters())
+    model = engine.module.model
+    params = list(model.parameters())
     gather = deepspeed.zero.GatheredParameters(params) if cfg.zero_stage == 3 else contextlib.nullcontext()
     with gather:
         if rank == 0:
             dtype = torch.bfloat16 if on_gpu else torch.float32
-            state = {k: v.detach().to("cpu", dtype) for k, v in engine.module.state_dict().items()}
+            state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
             if out.exists():
                 shutil.rmtree(out)
-            engine.module.config.dtype = dtype  # what from_pretrained will load it as
-            engine.module.save_pretrained(out, state_dict=state, safe_serialization=True)
+            model.config.dtype = dtype  # what from_pretrained will load it as
+            model.config.use_cache = True
+            model.save_pretrained(out, state_dict=state, safe_serialization=True)
             AutoTokenizer.from_pretrained(meta["tokenizer"]).save_pretrained(out)
     return out
 
@@ -172,28 +220,48 @@ def _prepare_op_builds(stale_after_s: float = 600.0) -> None:
             lock.unlink(missing_ok=True)
 
 
+def _resume(engine, ckpt_dir: Path, mixture, metrics_path: Path, rank: int) -> int:
+    """Load the latest checkpoint (weights, optimizer, schedule, data position, RNG); metrics
+    logged after it are dropped, since those steps run again."""
+    import torch
+
+    if not (ckpt_dir / "latest").is_file():
+        if rank == 0:
+            metrics_path.unlink(missing_ok=True)
+        return 0
+    _, client = engine.load_checkpoint(str(ckpt_dir))
+    mixture.load_state_dict(client["data"])
+    torch.set_rng_state(client["torch_rng"])
+    step = client["step"]
+    if rank == 0 and metrics_path.is_file():
+        kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+    return step
+
+
 def train(cfg: TrainConfig) -> dict:
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda_available() else "cuda")
     _distributed_defaults()
+    world = int(os.environ["WORLD_SIZE"])
+    cfg.check(world)
     _prepare_op_builds()
     import deepspeed
     import torch
+    import torch.distributed as dist
 
-    from trainers.data import PackedTokens, read_meta
+    from trainers.data import Mixture, read_meta
     from trainers.model import parameter_count
 
     on_gpu = torch.cuda.is_available()
     rank = int(os.environ["RANK"])
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
-    world = int(os.environ["WORLD_SIZE"])
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
 
     meta = read_meta(Path(cfg.data_dir))
-    data = PackedTokens(Path(cfg.data_dir), "train", cfg.seq_len, seed=cfg.seed + rank)
-    model = build_model(cfg, meta)
-    if on_gpu:
-        model.config._attn_implementation = "sdpa"
+    per_rank = cfg.micro_batch_size * cfg.grad_accum_steps
+    mixture = Mixture(Path(cfg.data_dir), cfg.mixture, cfg.seq_len, per_rank * world, cfg.seed)
+    model = build_model(cfg, meta, on_gpu)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
@@ -203,79 +271,86 @@ def train(cfg: TrainConfig) -> dict:
     )
     device = engine.device
 
-    ckpt_dir = Path(cfg.out_dir) / "checkpoints"
-    step = 0
-    if (ckpt_dir / "latest").is_file():
-        _, client = engine.load_checkpoint(str(ckpt_dir))
-        step = client["step"]
-        data.load_state_dict(client["data"])
-        torch.set_rng_state(client["torch_rng"])
-
-    n_params = parameter_count(model.config)
-    per_token = flops_per_token(n_params, model.config.num_hidden_layers, model.config.hidden_size,
-                                cfg.seq_len)  # fmt: skip
-    tokens_per_step = cfg.micro_batch_size * cfg.grad_accum_steps * cfg.seq_len * world
-    metrics_path = Path(cfg.out_dir) / "metrics.jsonl"
+    out_dir = Path(cfg.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    metrics_path = out_dir / "metrics.jsonl"
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    step = _resume(engine, ckpt_dir, mixture, metrics_path, rank)
+    first_step = step
+
+    config = model.model.config
+    n_params = parameter_count(config) if config.model_type == "phi" else sum(p.numel() for p in model.parameters())
+    per_token = flops_per_token(n_params - config.vocab_size * config.hidden_size, config.num_hidden_layers,
+                                config.hidden_size, cfg.seq_len)  # fmt: skip
+    tokens_per_step = per_rank * cfg.seq_len * world
     losses: list[float] = []
     with reporter(rank) as report, metrics_path.open("a") as metrics:
         report.log(
-            f"training {cfg.size} ({n_params / 1e6:.1f}M parameters) from step {step} "
-            f"to {cfg.max_steps}, {tokens_per_step} tokens per step, ZeRO-{cfg.zero_stage}"
+            f"training {cfg.size if not cfg.init_from else cfg.init_from} ({n_params / 1e6:.1f}M parameters) "
+            f"from step {step} to {cfg.max_steps}: {tokens_per_step:,} tokens per step, mixture "
+            f"{mixture.counts} sequences, ZeRO-{cfg.zero_stage}, {world} process(es)"
         )
         started = time.perf_counter()
         window_start, window_tokens = started, 0
         while step < cfg.max_steps:
             engine.train()
-            step_loss = 0.0
-            for _ in range(cfg.grad_accum_steps):
-                batch = torch.from_numpy(data.next_batch(cfg.micro_batch_size)).to(device)
-                out = engine(input_ids=batch[:, :-1], labels=batch[:, :-1])
-                engine.backward(out.loss)
+            picks = mixture.next_step()[rank * per_rank : (rank + 1) * per_rank]
+            rows = torch.from_numpy(mixture.read(picks)).to(device)
+            step_loss = torch.zeros((), device=device)
+            for micro in rows.split(cfg.micro_batch_size):
+                loss = engine(micro[:, :-1], micro[:, 1:])
+                engine.backward(loss)
                 engine.step()
-                step_loss += out.loss.item() / cfg.grad_accum_steps
+                step_loss += loss.detach().float() / cfg.grad_accum_steps
+            if world > 1:  # the loss of the global batch, not rank 0's share
+                dist.all_reduce(step_loss)
+                step_loss /= world
             step += 1
-            losses.append(step_loss)
+            losses.append(step_loss.item())
             window_tokens += tokens_per_step
+            record = {"step": step, "loss": losses[-1], "lr": engine.get_lr()[0]}
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 seconds = time.perf_counter() - window_start
                 tok_s = window_tokens / seconds
                 mfu = tok_s * per_token / (cfg.peak_tflops * 1e12 * world) if cfg.peak_tflops else None
-                record = {"step": step, "loss": step_loss, "lr": engine.get_lr()[0],
-                          "tokens_per_s": tok_s, "mfu": mfu}  # fmt: skip
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
+                record.update(tokens_per_s=tok_s, mfu=mfu)
                 eta = (cfg.max_steps - step) * seconds / max(1, window_tokens / tokens_per_step)
                 report.log(
-                    f"step {step}/{cfg.max_steps} loss {step_loss:.4f} lr {record['lr']:.2e} "
+                    f"step {step}/{cfg.max_steps} loss {losses[-1]:.4f} lr {record['lr']:.2e} "
                     f"{tok_s:,.0f} tok/s" + (f" MFU {mfu:.1%}" if mfu else "") + f" ETA {eta:.0f}s"
                 )
                 window_start, window_tokens = time.perf_counter(), 0
+            if rank == 0:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-                _save_checkpoint(engine, ckpt_dir, step, data)
+                _save_checkpoint(engine, ckpt_dir, step, mixture)
         seconds = time.perf_counter() - started
         model_dir = export(engine, cfg, meta, on_gpu, rank)
+        trained = step - first_step
         summary = {
             "model_dir": str(model_dir),
             "parameters": n_params,
             "steps": step,
+            "resumed_from_step": first_step,
             "final_loss": losses[-1] if losses else None,
             "first_loss": losses[0] if losses else None,
             "train_seconds": round(seconds, 2),
-            "tokens_per_s": round(tokens_per_step * len(losses) / seconds, 1) if losses else None,
+            "tokens_per_s": round(tokens_per_step * trained / seconds, 1) if trained else None,
+            "mixture_sequences_per_step": mixture.counts,
             "zero_stage": cfg.zero_stage,
             "world_size": world,
         }
         if rank == 0:
-            (Path(cfg.out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         report.finish(summary)
     return summary
 
 
-def _save_checkpoint(engine, ckpt_dir: Path, step: int, data) -> None:
+def _save_checkpoint(engine, ckpt_dir: Path, step: int, mixture) -> None:
     import torch
 
-    client = {"step": step, "data": data.state_dict(), "torch_rng": torch.get_rng_state()}
+    client = {"step": step, "data": mixture.state_dict(), "torch_rng": torch.get_rng_state()}
     engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}", client_state=client)
 
 
