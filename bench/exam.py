@@ -4,9 +4,10 @@ The same model (default: the embedded teacher, SmolLM2-135M-Instruct) and the sa
 questions (a seeded sample spread over the 57 subjects) go through `pipeline.exam.mmlu` and
 through the harness' HF backend, which reads them from the same local file through two custom
 tasks whose prompts are this exam's two formulations (cloze with acc_norm, letters with acc).
-Both run in the same dtype (fp32 unless `--dtype bfloat16`) on the same CPU threads with the same batch size, one after the other; model
-loading is excluded from both. Prints items/s for each side, their ratio, the accuracies in both
-formulations, and how many items the two sides answered differently.
+Both run in the same dtype (fp32 unless `--dtype bfloat16`) on the same CPU threads with the
+same batch size, one after the other; model loading is excluded from both. Prints items/s for
+each side, their ratio, the accuracies in both formulations, and how many items the two sides
+answered differently.
 
     python bench/exam.py [--items 500] [--lm-eval-python PATH]
 
@@ -49,9 +50,13 @@ def write_tasks(items, folder: Path) -> None:
     data = folder / "mmlu.jsonl"
     with data.open("w") as f:
         for item in items:
-            f.write(json.dumps({"question": item.question, "choices": list(item.choices), "answer": item.answer}) + "\n")
+            f.write(
+                json.dumps({"question": item.question, "choices": list(item.choices), "answer": item.answer}) + "\n"
+            )
     cloze_text = json.dumps("Question: {{question}}\nAnswer:")
-    mc_text = json.dumps("{{question}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:")
+    mc_text = json.dumps(
+        "{{question}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"
+    )
     (folder / "cloze.yaml").write_text(TASK.format(name="cloze", data=data, text=cloze_text,
                                                    choices="'{{choices}}'", metric="acc_norm"))  # fmt: skip
     (folder / "mc.yaml").write_text(TASK.format(name="mc", data=data, text=mc_text,
@@ -103,7 +108,9 @@ def main() -> None:
     for name in ("cloze", "mc"):
         ours = [ord(p) - ord("A") for p in results.filter(results["benchmark"] == f"mmlu_{name}")["predicted"]]
         accuracy[("ours", name)] = sum(p == t for p, t in zip(ours, truth, strict=True)) / len(items)
-        accuracy[("lm-eval", name)] = sum(p == t for p, t in zip(theirs["predictions"][name], truth, strict=True)) / len(items)
+        accuracy[("lm-eval", name)] = sum(
+            p == t for p, t in zip(theirs["predictions"][name], truth, strict=True)
+        ) / len(items)
         accuracy[("differ", name)] = sum(a != b for a, b in zip(ours, theirs["predictions"][name], strict=True))
     for side, seconds in (("schoolhouse", ours_s), ("lm-evaluation-harness", theirs["seconds"])):
         key = "ours" if side == "schoolhouse" else "lm-eval"

@@ -94,7 +94,7 @@ def _plan_passes(model, tokenizer, requests: list[Request]) -> list[_Pass]:
     return list(passes.values())
 
 
-def _tree_mask(branch: list[int], width: int, dtype) -> "torch.Tensor":
+def _tree_mask(branch: list[int], width: int, dtype):
     """Additive mask: context tokens see earlier context; a branch token sees the context and
     earlier tokens of its own branch; padding sees only itself."""
     import torch

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -40,6 +40,12 @@ class Device(str, Enum):
 class Reference(str, Enum):
     teacher = "teacher"
     start = "start"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    constant = "constant"
+    wsd = "wsd"  # warmup-stable-decay
 
 
 class Precision(str, Enum):
@@ -115,21 +121,68 @@ class CurationSettings(_Settings):
 
 class TrainingSettings(_Settings):
     size: StudentSize = Field(StudentSize.tiny, description="Student shape.")
-    init_from: str = Field("", description="HF checkpoint folder to continue from ('' = scratch).")
+    model_overrides: dict[str, float] = Field(
+        default_factory=dict, description="PhiConfig fields over the shape, e.g. {num_hidden_layers: 8}."
+    )
+    init_from: str = Field("", description="HF checkpoint folder to continue pre-training from ('' = scratch).")
     tokenizer: str = Field("", description="Student tokenizer folder ('' = the embedded teacher's).")
     heldout_fraction: float = Field(0.05, ge=0, lt=1, description="Curated rows kept for perplexity.")
+    mixture: dict[str, float] = Field(
+        default_factory=lambda: {"code": 0.5, "text": 0.5},
+        description="Weights over the sources code, text and replay; every step holds them exactly.",
+    )
+    replay_path: str = Field("", description="Replay source: Parquet file/folder or a `datasets` path/name.")
+    replay_split: str = Field("train", description="Split of a `datasets` replay source.")
+    replay_text_field: str = Field("text", description="Column holding the replay documents.")
+    replay_max_documents: int = Field(20_000, ge=1, description="Replay documents to tokenize.")
     seq_len: int = Field(256, ge=8, description="Packed sequence length.")
     micro_batch_size: int = Field(8, ge=1)
     grad_accum_steps: int = Field(1, ge=1)
     max_steps: int = Field(100, ge=1)
     lr: float = Field(1e-3, gt=0)
+    schedule: Schedule = Field(Schedule.cosine, description="cosine, constant or wsd (warmup-stable-decay).")
     warmup_steps: int = Field(10, ge=0)
+    warmup_start_ratio: float = Field(
+        0.0, ge=0, le=1, description="Re-warm from this fraction of lr (continued pre-training)."
+    )
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: last fraction of steps that decays.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Floor of the decay, as a fraction of lr.")
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3.")
     precision: Precision = Field(Precision.bf16)
-    num_gpus: int = Field(0, ge=0, description="0 trains on the CPU in one process.")
+    loss_chunk_tokens: int = Field(
+        4096, ge=0, description="Tokens per chunk of the fused head + loss (0 = full logits)."
+    )
+    activation_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    compile: bool = Field(True, description="torch.compile each decoder layer on GPUs (fuses LayerNorm, GELU, adds).")
+    checkpoint_every: int = Field(0, ge=0, description="Steps between resumable checkpoints (0 = none).")
+    num_gpus: int = Field(0, ge=0, description="GPUs per node; 0 trains on the CPU in one process.")
+    hostfile: str = Field("", description="DeepSpeed hostfile for multi-node runs ('' = this machine).")
+    peak_tflops: float = Field(989.0, gt=0, description="Dense bf16 peak per GPU, for MFU (H100/H200 SXM: 989).")
     seed: int = Field(0)
+
+    @model_validator(mode="after")
+    def _fits(self) -> TrainingSettings:
+        from trainers.data import mixture_counts
+        from trainers.model import check_shape
+
+        unknown = sorted(set(self.mixture) - {"code", "text", "replay"})
+        if unknown:
+            raise ValueError(f"training.mixture: unknown source {', '.join(unknown)} (code, text, replay)")
+        if self.mixture.get("replay", 0) > 0 and not self.replay_path:
+            raise ValueError("training.replay_path: required when training.mixture.replay > 0")
+        if self.hostfile and not self.num_gpus:
+            raise ValueError("training.hostfile: multi-node runs need training.num_gpus >= 1")
+        mixture_counts(self.mixture, self.micro_batch_size * self.grad_accum_steps * max(1, self.num_gpus))
+        if not self.init_from:
+            check_shape(StudentSize(self.size).value, self.seq_len, model_overrides(self.model_overrides))
+        return self
+
+
+def model_overrides(values: dict[str, float]) -> dict[str, float | int]:
+    """Launchpad numbers are floats; whole ones become ints (layers, sizes, positions)."""
+    return {k: int(v) if float(v).is_integer() else v for k, v in values.items()}
 
 
 class ExamDtype(str, Enum):
@@ -144,7 +197,9 @@ class ExamSettings(_Settings):
     humaneval_limit: int = Field(10, ge=0, description="HumanEval problems (0 = all 164).")
     max_new_tokens: int = Field(192, ge=1)
     batch_size: int = Field(16, ge=1)
-    dtype: ExamDtype = Field(ExamDtype.auto, description="Weights for the exam: 'auto' is bf16 on a GPU, fp32 on a CPU.")
+    dtype: ExamDtype = Field(
+        ExamDtype.auto, description="Weights for the exam: 'auto' is bf16 on a GPU, fp32 on a CPU."
+    )
     timeout_s: float = Field(10.0, gt=0, description="Wall time per HumanEval program.")
     seed: int = Field(0)
     compare_with: list[Reference] = Field(
@@ -180,7 +235,15 @@ STAGES = ("teacher", "generation", "curation", "training", "exam", "release")
 _GPU_RUN: dict[str, dict[str, Any]] = {
     "teacher": {"mode": "url", "concurrency": 256},
     "generation": {"samples_per_domain": 10_000, "max_tokens": 2048},
-    "training": {"seq_len": 2048, "max_steps": 20_000, "lr": 2e-4, "warmup_steps": 750, "num_gpus": 1},
+    "training": {
+        "seq_len": 2048,
+        "max_steps": 20_000,
+        "lr": 2e-4,
+        "warmup_steps": 750,
+        "num_gpus": 1,
+        "checkpoint_every": 1000,
+        "mixture": {"code": 0.2, "text": 0.8},
+    },
     "exam": {"mmlu_limit": 0, "humaneval_limit": 0, "max_new_tokens": 512},
 }
 
@@ -205,7 +268,10 @@ def _describe(error: ValidationError, prefix: str = "") -> str:
     for item in error.errors():
         field = ".".join(str(p) for p in item["loc"])
         value = item.get("input")
-        lines.append(f"{prefix}{field} = {value!r}: {item['msg']}")
+        if item["type"] == "value_error" and isinstance(value, dict):  # a check across fields
+            lines.append(item["msg"].removeprefix("Value error, "))  # that names its fields
+        else:
+            lines.append(f"{prefix}{field} = {value!r}: {item['msg']}")
     return "; ".join(lines)
 
 

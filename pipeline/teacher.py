@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import os
 import signal
@@ -27,18 +26,7 @@ from pathlib import Path
 import openai
 
 from pipeline.paths import artifact_home
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _own_group_dying_with_parent() -> None:
-    """In the child: its own process group (so stop() reaches vLLM's engine processes too), and
-    SIGTERM when the process that started it dies, so a killed run leaves no server behind."""
-    os.setsid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+from pipeline.processes import own_group_dying_with_parent, stop_group
 
 
 class TeacherUnreachable(RuntimeError):
@@ -133,7 +121,7 @@ class VllmServer:
             env=self.environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            preexec_fn=_own_group_dying_with_parent,
+            preexec_fn=own_group_dying_with_parent,
         )
         self._pump = threading.Thread(target=self._stream_log, args=(on_line,), daemon=True)
         self._pump.start()
@@ -164,18 +152,8 @@ class VllmServer:
 
     def stop(self, grace_s: float = 20.0) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout=wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        if process is not None:
+            stop_group(process, grace_s)
 
     def kill(self) -> None:
         """Kill the whole server at once, as a crash would (tests use this)."""

@@ -35,6 +35,27 @@ def test_invalid_value_names_field_and_allowed_values():
         settings.resolve("demo", {"exam": {"no_such_knob": 1}})
 
 
+@pytest.mark.parametrize(
+    ("training", "message"),
+    [
+        ({"seq_len": 4096}, r"training.seq_len = 4096: above the model's max_position_embeddings \(1024\)"),
+        ({"seq_len": 4096, "model_overrides": {"max_position_embeddings": 4096}}, None),
+        ({"model_overrides": {"num_layerz": 2}}, r"training.model_overrides.num_layerz: not a PhiConfig field"),
+        ({"micro_batch_size": 2, "mixture": {"code": 0.1, "text": 0.9}}, r"training.mixture = .*cannot hold code"),
+        ({"mixture": {"code": 1, "books": 1}}, r"training.mixture: unknown source books"),
+        ({"mixture": {"text": 0.9, "replay": 0.1}}, r"training.replay_path: required"),
+        ({"hostfile": "hosts"}, r"training.hostfile: multi-node runs need training.num_gpus"),
+        ({"schedule": "linear"}, r"training.schedule = 'linear': .*'cosine', 'constant' or 'wsd'"),
+    ],
+)
+def test_training_config_that_cannot_run_fails_before_any_work(training, message):
+    if message is None:
+        assert settings.resolve("demo", {"training": training}).training.seq_len == training["seq_len"]
+        return
+    with pytest.raises(settings.ConfigError, match=message):
+        settings.resolve("demo", {"training": training})
+
+
 def test_override_keeps_other_profile_values():
     resolved = settings.resolve("phi-1.5", {"training": {"max_steps": 7}})
     assert resolved.training.max_steps == 7

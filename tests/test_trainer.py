@@ -1,14 +1,35 @@
-"""The DeepSpeed trainer on CPU: loss falls, the export loads and generates, bad config fails."""
+"""The DeepSpeed trainer on CPU: loss falls, the export loads and generates, a killed run resumes
+to the same loss curve, 2 ZeRO-2 processes match 1, bad config fails before training."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 
 from pipeline.exam_data import read_humaneval, read_mmlu
-from trainers.data import PackedTokens, pack, read_meta, write_meta
+from trainers.data import Mixture, PackedTokens, mixture_counts, pack, read_meta, write_meta
 from trainers.train import TrainConfig, lr_at, train
 
 pytestmark = pytest.mark.integration
+
+
+def write_packed_text(out, documents: int = 300):
+    """A text-only source from MMLU questions, for runs that only need a trainer to run."""
+    from transformers import AutoTokenizer
+
+    from pipeline.resources import artifact_home
+    from pipeline.teacher_weights import EMBEDDED_TEACHER_NAME, prepare_embedded_teacher
+
+    folder = prepare_embedded_teacher(artifact_home() / "teacher" / EMBEDDED_TEACHER_NAME)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    shards = {"train-text": pack([i.question for i in read_mmlu()[:documents]], tokenizer, out, "train-text")}
+    write_meta(out, str(folder), len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +79,102 @@ def test_trains_with_deepspeed_and_exports_a_loadable_model(packed, tmp_path):
     assert out.shape[1] == ids.shape[1] + 8
 
 
-def test_sequence_longer_than_positions_fails_naming_the_field(packed, tmp_path):
-    cfg = TrainConfig(data_dir=str(packed), out_dir=str(tmp_path), seq_len=4096, max_steps=1)
-    with pytest.raises(ValueError, match=r"training.seq_len = 4096: above .*max_position_embeddings"):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seq_len": 4096}, r"training.seq_len = 4096: above .*max_position_embeddings \(1024\)"),
+        ({"size": "phi-7"}, r"training.size = 'phi-7': must be one of tiny, phi-1.5, phi-2"),
+        ({"micro_batch_size": 2, "mixture": {"code": 0.1, "text": 0.9}}, r"training.mixture = .*cannot hold code"),
+        ({"mixture": {"code": 0.5, "replay": 0.5}}, r"training.mixture.replay > 0 but .* no train-replay shard"),
+        ({"schedule": "linear"}, r"training.schedule = 'linear': must be one of cosine, constant, wsd"),
+    ],
+)
+def test_bad_config_fails_before_training_naming_the_field(packed, tmp_path, change, message):
+    cfg = TrainConfig(data_dir=str(packed), out_dir=str(tmp_path), max_steps=1, **change)
+    with pytest.raises(ValueError, match=message):
         train(cfg)
+    assert not (tmp_path / "metrics.jsonl").exists()
 
 
-def test_schedule_warms_up_then_decays_to_the_floor():
-    cfg = TrainConfig(data_dir="", out_dir="", lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
-    assert lr_at(0, cfg) == pytest.approx(0.1)
-    assert lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(60, cfg) == pytest.approx(0.55)
-    assert lr_at(110, cfg) == pytest.approx(0.1)
+def test_schedules_warm_up_then_decay_hold_or_decay_late():
+    cosine = TrainConfig(data_dir="", out_dir="", lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, cosine) == pytest.approx(0.1)
+    assert lr_at(9, cosine) == pytest.approx(1.0)
+    assert lr_at(60, cosine) == pytest.approx(0.55)
+    assert lr_at(110, cosine) == pytest.approx(0.1)
+    constant = TrainConfig(data_dir="", out_dir="", lr=1.0, warmup_steps=10, max_steps=110, schedule="constant")
+    assert [lr_at(s, constant) for s in (9, 50, 109)] == [1.0, 1.0, 1.0]
+    wsd = TrainConfig(data_dir="", out_dir="", lr=1.0, warmup_steps=10, max_steps=100, schedule="wsd",
+                      decay_fraction=0.2, min_lr_ratio=0.0)  # fmt: skip
+    assert [lr_at(s, wsd) for s in (10, 79, 80, 90, 100)] == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.0])
+    rewarm = TrainConfig(data_dir="", out_dir="", lr=1.0, warmup_steps=10, max_steps=100, warmup_start_ratio=0.5)
+    assert lr_at(0, rewarm) == pytest.approx(0.55) and lr_at(9, rewarm) == pytest.approx(1.0)
+
+
+def test_every_step_holds_the_mixture_exactly(packed):
+    assert mixture_counts({"code": 0.2, "text": 0.8}, 32) == {"code": 6, "text": 26}
+    assert mixture_counts({"code": 1, "text": 1, "replay": 0}, 3) == {"code": 2, "text": 1}
+    mixture = Mixture(packed, {"code": 0.25, "text": 0.75}, seq_len=64, sequences=8, seed=0)
+    steps = [mixture.next_step() for _ in range(5)]
+    for picks in steps:
+        assert sorted(name for name, _ in picks) == ["code"] * 2 + ["text"] * 6
+    state = mixture.state_dict()
+    after = [mixture.next_step() for _ in range(3)]
+    again = Mixture(packed, {"code": 0.25, "text": 0.75}, seq_len=64, sequences=8, seed=0)
+    again.load_state_dict(state)
+    assert [again.next_step() for _ in range(3)] == after
+    rows = mixture.read(after[0])
+    assert rows.shape == (8, 65) and rows.dtype == np.int64
+
+
+def _run_trainer(config: dict, tmp_path, name: str) -> subprocess.Popen:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29600 + hash(name) % 300)}
+    return subprocess.Popen([sys.executable, "-m", "trainers.train", "--config", str(path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+
+
+def _losses(out_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_killed_run_resumes_to_the_same_loss_curve(packed, tmp_path):
+    base = {"data_dir": str(packed), "seq_len": 64, "micro_batch_size": 4, "max_steps": 16, "warmup_steps": 3,
+            "lr": 3e-3, "checkpoint_every": 4, "log_every": 100}  # fmt: skip
+    straight = _run_trainer({**base, "out_dir": str(tmp_path / "straight")}, tmp_path, "straight")
+    assert straight.wait(timeout=600) == 0, straight.stderr.read()[-3000:]
+
+    out = tmp_path / "killed"
+    victim = _run_trainer({**base, "out_dir": str(out)}, tmp_path, "killed")
+    deadline = time.monotonic() + 600
+    while not (out / "metrics.jsonl").exists() or len(_losses(out)) < 10:  # past the step-8 checkpoint
+        assert victim.poll() is None and time.monotonic() < deadline, "trainer ended before it was killed"
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert (out / "checkpoints" / "latest").read_text() in {"step8", "step12"}
+
+    resumed = _run_trainer({**base, "out_dir": str(out)}, tmp_path, "resumed")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from_step"] in (8, 12)
+    assert _losses(out) == _losses(tmp_path / "straight")  # exactly, step by step
+
+
+def test_zero2_on_two_processes_matches_one(packed, tmp_path):
+    base = {"data_dir": str(packed), "seq_len": 64, "max_steps": 8, "warmup_steps": 2, "lr": 3e-3,
+            "zero_stage": 2, "log_every": 100, "precision": "fp32"}  # fmt: skip
+    one = _run_trainer({**base, "out_dir": str(tmp_path / "one"), "micro_batch_size": 8}, tmp_path, "one")
+    assert one.wait(timeout=600) == 0, one.stderr.read()[-3000:]
+    config = tmp_path / "two.json"
+    config.write_text(json.dumps({**base, "out_dir": str(tmp_path / "two"), "micro_batch_size": 4}))
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731",
+         "-m", "trainers.train", "--config", str(config)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
+    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)

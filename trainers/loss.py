@@ -25,7 +25,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n = max(int(valid.sum()), 1)
         grad_hidden = torch.zeros_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        grad_bias = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if bias is not None else None
+        grad_bias = (
+            torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if bias is not None else None
+        )
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
             h, t = hidden[start : start + chunk], targets[start : start + chunk]

@@ -39,7 +39,7 @@ def check_shape(size: str, seq_len: int, overrides: dict[str, Any]) -> None:
         )
 
 
-def phi_config(size: str, vocab_size: int, bos_token_id: int, eos_token_id: int, **overrides: Any) -> "PhiConfig":
+def phi_config(size: str, vocab_size: int, bos_token_id: int, eos_token_id: int, **overrides: Any) -> PhiConfig:
     from transformers import PhiConfig
 
     if size not in SHAPES:
@@ -61,7 +61,7 @@ def phi_config(size: str, vocab_size: int, bos_token_id: int, eos_token_id: int,
     return PhiConfig(**values)
 
 
-def parameter_count(config: "PhiConfig") -> int:
+def parameter_count(config: PhiConfig) -> int:
     """Exact count for the Phi block layout, without building the model."""
     d, f, layers, vocab = (config.hidden_size, config.intermediate_size,
                            config.num_hidden_layers, config.vocab_size)  # fmt: skip

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 SCHEDULES = ("cosine", "constant", "wsd")
 
 
@@ -172,7 +171,9 @@ def build_model(cfg: TrainConfig, meta: dict, on_gpu: bool):
         model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32, attn_implementation=attention)
         positions = model.config.max_position_embeddings
         if cfg.seq_len > positions:
-            raise ValueError(f"training.seq_len = {cfg.seq_len}: above {cfg.init_from}'s max_position_embeddings ({positions})")
+            raise ValueError(
+                f"training.seq_len = {cfg.seq_len}: above {cfg.init_from}'s max_position_embeddings ({positions})"
+            )
     else:
         config = phi_config(cfg.size, meta["vocab_size"], meta["bos_token_id"], meta["eos_token_id"],
                             **cfg.model_overrides)  # fmt: skip
