@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 0  # 0: only at the end
     log_every: int = 10
+    export: bool = True  # write the Hugging Face folder at the end (benchmarks skip it)
     peak_tflops: float = 0.0  # per device, for MFU; 0 = unknown (CPU)
 
     def check(self, world: int = 1) -> None:
@@ -113,16 +114,22 @@ class Reporter:
         if self.rank != 0:
             return
         if self.pipes:
-            self.pipes.report_asset_materialization(metadata=metadata)
+            values = {
+                key: {"raw_value": value, "type": "json"} if isinstance(value, (dict, list)) else value
+                for key, value in metadata.items()
+                if value is not None
+            }
+            self.pipes.report_asset_materialization(metadata=values)
         else:
             print(json.dumps(metadata, indent=2), flush=True)
 
 
 @contextlib.contextmanager
 def reporter(rank: int):
-    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+    # dagster-pipes is only needed when Dagster started us (a GPU box may run the trainer alone)
+    if rank == 0 and "DAGSTER_PIPES_CONTEXT" in os.environ:
+        from dagster_pipes import open_dagster_pipes
 
-    if rank == 0 and PipesEnvVarParamsLoader().is_dagster_pipes_process():
         with open_dagster_pipes() as pipes:
             yield Reporter(pipes, rank)
     else:
@@ -327,10 +334,10 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
                 _save_checkpoint(engine, ckpt_dir, step, mixture)
         seconds = time.perf_counter() - started
-        model_dir = export(engine, cfg, meta, on_gpu, rank)
+        model_dir = export(engine, cfg, meta, on_gpu, rank) if cfg.export else None
         trained = step - first_step
         summary = {
-            "model_dir": str(model_dir),
+            "model_dir": str(model_dir) if model_dir else None,
             "parameters": n_params,
             "steps": step,
             "resumed_from_step": first_step,
@@ -341,6 +348,7 @@ def train(cfg: TrainConfig) -> dict:
             "mixture_sequences_per_step": mixture.counts,
             "zero_stage": cfg.zero_stage,
             "world_size": world,
+            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if on_gpu else None,
         }
         if rank == 0:
             (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
