@@ -3,11 +3,11 @@
 The tiny Phi student (the demo's shape) trains on the same packed windows (MMLU questions, 14k
 documents, tokenized with the student tokenizer), same micro batch, sequence length, steps,
 optimizer settings (AdamW, betas 0.9/0.95, weight decay 0.1, clip 1.0) and warmup + cosine
-schedule, in bf16 and in fp32. This trainer runs as `make demo` runs it (DeepSpeed ZeRO-2 on
-gloo, one process, the chunked head + loss); HF Trainer runs with `use_cpu` and, for bf16, its
+schedule, in bf16 and in fp32. This trainer runs as `make demo` runs it (DeepSpeed, one process
+on gloo, ZeRO stage 0, the chunked head + loss); HF Trainer runs with `use_cpu` and, for bf16, its
 autocast. Each side runs `--repeats` times in its own process; the loop's time is measured,
 start-up excluded (HF: `train_runtime`; here: the trainer's own loop time). Prints the median
-tokens/s of each side, their ratio, and both final losses.
+tokens/s of each side, their ratio, and each side's mean training loss.
 
     python bench/train_cpu.py [--steps 60] [--repeats 3]
 """
@@ -119,7 +119,8 @@ def main() -> None:
                     results[side].append(json.loads(run.stdout.strip().splitlines()[-1]))
             speed = {side: statistics.median(r["tokens_per_s"] for r in rs) for side, rs in results.items()}
             for side, rs in results.items():
-                print(f"{precision:10}{side:16}{speed[side]:>10,.0f}{statistics.median(r['final_loss'] for r in rs):>11.3f}")
+                loss = statistics.median(r["final_loss"] for r in rs)
+                print(f"{precision:10}{side:16}{speed[side]:>10,.0f}{loss:>11.3f}")
             print(f"{precision:10}{'ratio':16}{speed['schoolhouse'] / speed['hf-trainer']:>10.2f}x\n")
 
 

@@ -149,7 +149,7 @@ class TrainingSettings(_Settings):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Floor of the decay, as a fraction of lr.")
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3.")
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3 (one CPU process: 0).")
     precision: Precision = Field(Precision.bf16)
     loss_chunk_tokens: int = Field(
         4096, ge=0, description="Tokens per chunk of the fused head + loss (0 = full logits)."

@@ -36,14 +36,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
             lse = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, t.clamp(min=0)[:, None]).squeeze(1)
             total += ((lse - picked) * keep).sum()
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits (fp32)
             grad[torch.arange(len(t), device=t.device), t.clamp(min=0)] -= 1
             grad *= (keep / n)[:, None]
             if grad_bias is not None:
                 grad_bias += grad.sum(0)
-            grad = grad.to(h.dtype)
-            grad_hidden[start : start + chunk] = grad @ weight
-            grad_weight.addmm_(grad.t().float(), h.float())
+            if h.is_cuda and h.dtype != torch.float32:  # tensor cores: bf16 operands, fp32 accumulation
+                low = grad.to(h.dtype)
+                grad_weight += (low.t() @ h).float()
+                grad_hidden[start : start + chunk] = low @ weight
+            else:  # CPUs: the fp32 softmax as it is, no conversion of the [tokens x vocabulary] block
+                grad_weight.addmm_(grad.t(), h.float())
+                grad_hidden[start : start + chunk] = (grad @ weight.float()).to(h.dtype)
         ctx.has_bias = bias is not None
         saved = [grad_hidden, grad_weight.to(weight.dtype)]
         if bias is not None:

@@ -44,7 +44,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    zero_stage: int = 2
+    zero_stage: int = 0  # 0-3; one process has nothing to partition
     precision: str = "bf16"
     loss_chunk_tokens: int = 4096  # chunked head + cross-entropy; 0 = the model's full-logit loss
     activation_checkpointing: bool = False
