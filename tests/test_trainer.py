@@ -78,6 +78,15 @@ def test_trains_with_deepspeed_and_exports_a_loadable_model(packed, tmp_path):
     out = model.generate(ids, max_new_tokens=8, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 8
 
+    # continued pre-training from the export, re-warming the learning rate from half of it
+    more = TrainConfig(data_dir=str(packed), out_dir=str(tmp_path / "continued"),
+                       init_from=summary["model_dir"], seq_len=128, max_steps=5, warmup_steps=3,
+                       warmup_start_ratio=0.5, lr=2e-3, log_every=5)  # fmt: skip
+    continued = train(more)
+    assert continued["first_loss"] < summary["first_loss"] - 1.0  # it starts where the export ended
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "continued" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[:3] == pytest.approx([2e-3 * (0.5 + 0.5 * k / 3) for k in (1, 2, 3)])
+
 
 @pytest.mark.parametrize(
     ("change", "message"),

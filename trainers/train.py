@@ -304,6 +304,7 @@ def train(cfg: TrainConfig) -> dict:
             engine.train()
             picks = mixture.next_step()[rank * per_rank : (rank + 1) * per_rank]
             rows = torch.from_numpy(mixture.read(picks)).to(device)
+            lr = engine.get_lr()[0]  # this step's; the scheduler moves on inside engine.step()
             step_loss = torch.zeros((), device=device)
             for micro in rows.split(cfg.micro_batch_size):
                 loss = engine(micro[:, :-1], micro[:, 1:])
@@ -316,7 +317,7 @@ def train(cfg: TrainConfig) -> dict:
             step += 1
             losses.append(step_loss.item())
             window_tokens += tokens_per_step
-            record = {"step": step, "loss": losses[-1], "lr": engine.get_lr()[0]}
+            record = {"step": step, "loss": losses[-1], "lr": lr}
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 seconds = time.perf_counter() - window_start
                 tok_s = window_tokens / seconds
