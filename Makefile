@@ -28,13 +28,13 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
-	$(PY) -m pipeline.demo
+	$(PY) -m assets.demo
 
 test: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m pytest
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -m pipeline.definitions
+	$(VENV)/bin/dagster dev -m assets.definitions
 
 lint: install
 	$(VENV)/bin/ruff check pipeline assets trainers tests bench

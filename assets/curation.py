@@ -1,16 +1,16 @@
 """Quality filters and code tests (per batch) -> dedup -> decontamination (every batch so far),
-with blocking checks. Logic lives in pipeline.curation, pipeline.dedup, pipeline.decontamination."""
+with blocking checks. Logic lives in pipeline.curation."""
 
 import dagster as dg
 import polars as pl
 
-from pipeline.batches import BATCHES
-from pipeline.curation import curate, yield_table
-from pipeline.decontamination import decontaminate, exam_indexes, find_contamination
-from pipeline.dedup import SignatureStore, exact_dedup, near_dedup
-from pipeline.minhash import MinHashParams
-from pipeline.report import bar_chart, preview, table
-from pipeline.resources import Schoolhouse
+from assets.metadata import bar_chart, preview, table
+from assets.partitions import BATCHES
+from assets.resources import Schoolhouse
+from pipeline.curation.curate import curate, yield_table
+from pipeline.curation.decontamination import decontaminate, exam_indexes, find_contamination
+from pipeline.curation.dedup import SignatureStore, exact_dedup, near_dedup, normalized_text
+from pipeline.curation.minhash import MinHashParams
 from pipeline.rows import KEPT, SCHEMA, counts_by_reason
 
 
@@ -93,8 +93,6 @@ def row_contract(decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
 @dg.asset_check(asset=decontaminated, blocking=True)
 def no_exact_duplicates(decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
     """No two kept rows have the same normalized text."""
-    from pipeline.dedup import normalized_text
-
     kept = decontaminated.filter(KEPT)
     duplicates = kept.height - kept.select(normalized_text().n_unique()).item() if kept.height else 0
     return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_kept_rows": duplicates})

@@ -1,6 +1,6 @@
 """Seeds -> prompts -> teacher answers, one batch (date x domain) at a time.
 
-Logic lives in pipeline.prompts, pipeline.generation and pipeline.teacher."""
+Logic lives in pipeline.generation and pipeline.teacher."""
 
 import contextlib
 import json
@@ -8,25 +8,27 @@ import json
 import dagster as dg
 import polars as pl
 
-from pipeline import prompts as prompt_plan
-from pipeline.batches import BATCHES, batch_parts
-from pipeline.generation import generate, missing_ids
-from pipeline.report import preview, table
-from pipeline.resources import Schoolhouse
-from pipeline.seeds import CODE_CONCEPTS, TEXT_TOPICS
-from pipeline.teacher import serving
+from assets.metadata import preview, table
+from assets.partitions import BATCHES, batch_parts
+from assets.resources import Schoolhouse
+from pipeline.generation import prompts as prompt_plan
+from pipeline.generation.generate import generate
+from pipeline.generation.journal import missing_ids
+from pipeline.generation.seeds import code_concepts, read_topics_file, text_topics
+from pipeline.rows import KEPT
+from pipeline.teacher.serving import serving
 
 
 @dg.asset(group_name="generation", kinds={"polars"})
 def topics(schoolhouse: Schoolhouse) -> dg.Output[pl.DataFrame]:
     """The seed lists prompts are drawn from: text topics by field (built-in plus the optional
     `generation.topics_file`), and Python concepts."""
-    rows = [{"domain": "text", "field": f, "topic": t} for f, ts in TEXT_TOPICS.items() for t in ts]
+    rows = [{"domain": "text", "field": f, "topic": t} for f, ts in text_topics().items() for t in ts]
     topics_file = schoolhouse.settings.generation.topics_file
     if topics_file:
         rows += [{"domain": "text", "field": f, "topic": t}
-                 for f, t in prompt_plan.read_topics_file(topics_file)]  # fmt: skip
-    rows += [{"domain": "code", "field": "python", "topic": c} for c in CODE_CONCEPTS]
+                 for f, t in read_topics_file(topics_file)]  # fmt: skip
+    rows += [{"domain": "code", "field": "python", "topic": c} for c in code_concepts()]
     frame = pl.DataFrame(rows).unique(maintain_order=True)
     text = frame.filter(pl.col("domain") == "text")
     return dg.Output(
@@ -79,7 +81,7 @@ def generations(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     with teacher if needs_teacher else contextlib.nullcontext() as client:
         rows, stats = generate(plan, client, journal, str(context.partition_key), cfg.generation.max_tokens,
                                cfg.teacher.model)  # fmt: skip
-    kept = rows.filter(pl.col("status") == "kept").height
+    kept = rows.filter(KEPT).height
     context.log.info(f"{rows.height} rows, {kept} kept, rejections: {json.dumps(stats.by_reason)}")
     return dg.Output(
         rows,

@@ -7,8 +7,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from pipeline import exam, release
-from pipeline.resources import HubPublisher, Schoolhouse
+from assets.resources import HubPublisher, Schoolhouse
+from pipeline.exam.scores import summarize
+from pipeline.release import cards, folders
 
 
 @dg.asset(group_name="release", kinds={"huggingface"})
@@ -17,11 +18,11 @@ def model_card(schoolhouse: Schoolhouse, student_model: Path, exam_report: pl.Da
     """The student as a Hugging Face model folder with its card: eval results as model-index,
     the training data, the teacher, intended use and limitations."""
     cfg = schoolhouse.settings
-    scores = {k: v for k, v in exam.summarize(exam_report).items() if k.endswith("_acc")}
+    scores = {k: v for k, v in summarize(exam_report).items() if k.endswith("_acc")}
     training = json.loads((student_model.parent / "summary.json").read_text())
-    card = release.model_card(cfg.release.model_name, cfg.release.license, cfg.teacher.model, scores, training,
-                              release.data_summary(decontaminated))  # fmt: skip
-    folder = release.build_model_folder(student_model, card, schoolhouse.path("model_card", cfg.release.model_name))
+    card = cards.model_card(cfg.release.model_name, cfg.release.license, cfg.teacher.model, scores, training,
+                              cards.data_summary(decontaminated))  # fmt: skip
+    folder = folders.build_model_folder(student_model, card, schoolhouse.path("model_card", cfg.release.model_name))
     return dg.Output(folder, metadata={"card": dg.MetadataValue.md(card.text), "files": len(list(folder.iterdir()))})
 
 
@@ -30,7 +31,7 @@ def dataset_card(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.O
     """The curated synthetic data (kept rows) as Parquet shards with a dataset card."""
     cfg = schoolhouse.settings
     name = f"{cfg.release.model_name}-data"
-    folder = release.build_dataset_folder(decontaminated, schoolhouse.path("dataset_card", name), cfg.teacher.model,
+    folder = folders.build_dataset_folder(decontaminated, schoolhouse.path("dataset_card", name), cfg.teacher.model,
                                           cfg.release.license)  # fmt: skip
     shards = sorted((folder / "data").glob("*.parquet"))
     return dg.Output(

@@ -1,4 +1,5 @@
-"""Curated rows -> packed token shards -> the student, trained by trainers/ in its own process."""
+"""Curated rows -> packed token shards -> the student, trained by trainers/ in its own process.
+Logic lives in pipeline.training (the mix) and trainers (the training program)."""
 
 import json
 import sys
@@ -7,21 +8,14 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from pipeline.replay import replay_documents
-from pipeline.report import line_chart
-from pipeline.resources import Schoolhouse
-from pipeline.rows import KEPT
-from pipeline.settings import model_overrides
-from pipeline.teacher_weights import EMBEDDED_TEACHER_NAME, prepare_embedded_teacher
-from trainers.data import pack, write_meta
-from trainers.train import TrainConfig
+from assets.metadata import line_chart
+from assets.resources import Schoolhouse
+from pipeline.teacher.weights import embedded_teacher
+from pipeline.training.mix import build_training_mix
 
 
 def student_tokenizer_dir(schoolhouse: Schoolhouse) -> str:
-    chosen = schoolhouse.settings.training.tokenizer
-    if chosen:
-        return chosen
-    return str(prepare_embedded_teacher(schoolhouse.path("teacher", EMBEDDED_TEACHER_NAME)))
+    return schoolhouse.settings.training.tokenizer or str(embedded_teacher())
 
 
 @dg.asset(group_name="training", kinds={"numpy"})
@@ -29,34 +23,9 @@ def training_mix(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.O
     """Kept rows tokenized with the student tokenizer and packed into EOS-separated shards, one
     per source (`train-code`, `train-text`, and `train-replay` when a replay source is set); a
     seeded held-out slice goes to `valid-code` / `valid-text` for perplexity."""
-    from transformers import AutoTokenizer
-
     cfg = schoolhouse.settings.training
-    tokenizer_dir = student_tokenizer_dir(schoolhouse)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    kept = decontaminated.filter(KEPT).sort("id")
-    # A stable, content-independent split: the same id is always on the same side.
-    bucket = pl.col("id").hash(seed=cfg.seed) % 10_000
-    heldout = kept.filter(bucket < int(cfg.heldout_fraction * 10_000))
-    train = kept.filter(bucket >= int(cfg.heldout_fraction * 10_000))
-    sources = {domain: train.filter(pl.col("domain") == domain)["text"].to_list() for domain in ("code", "text")}
-    if cfg.mixture.get("replay", 0) > 0:
-        sources["replay"] = replay_documents(cfg.replay_path, cfg.replay_split, cfg.replay_text_field,
-                                             cfg.replay_max_documents)  # fmt: skip
     out = schoolhouse.path("training_mix")
-    for stale in out.glob("*.bin"):
-        stale.unlink()
-    shards = {f"train-{name}": pack(docs, tokenizer, out, f"train-{name}") for name, docs in sources.items()}
-    for domain in ("code", "text"):
-        docs = heldout.filter(pl.col("domain") == domain)["text"].to_list()
-        shards[f"valid-{domain}"] = pack(docs, tokenizer, out, f"valid-{domain}")
-    for name, weight in cfg.mixture.items():
-        if weight > 0 and shards[f"train-{name}"]["tokens"] <= cfg.seq_len:
-            raise ValueError(
-                f"training.mixture.{name} = {weight} but the {name} source has "
-                f"{shards[f'train-{name}']['tokens']} tokens, not one sequence of training.seq_len = {cfg.seq_len}"
-            )
-    write_meta(out, tokenizer_dir, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)
+    shards = build_training_mix(decontaminated, cfg, student_tokenizer_dir(schoolhouse), out)
     return dg.Output(
         out,
         metadata={
@@ -78,16 +47,13 @@ def student_model(
     which stops the whole process group when the run is cancelled), exported as an HF folder."""
     cfg = schoolhouse.settings.training
     out_dir = schoolhouse.path("student")
-    fields = set(TrainConfig.__dataclass_fields__) - {"data_dir", "out_dir"}
-    run = {name: value for name, value in cfg.model_dump(mode="json").items() if name in fields}
-    run.update(data_dir=str(training_mix), out_dir=str(out_dir), model_overrides=model_overrides(cfg.model_overrides),
-               peak_tflops=cfg.peak_tflops if cfg.num_gpus else 0.0)  # fmt: skip
+    run = cfg.train_config(data_dir=str(training_mix), out_dir=str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     # A fresh run starts clean; resuming a crashed run is the trainer's job (checkpoints).
     for stale in ("metrics.jsonl", "summary.json"):
         (out_dir / stale).unlink(missing_ok=True)
     config_path = out_dir / "run.json"
-    config_path.write_text(json.dumps(run, indent=2))
+    config_path.write_text(run.model_dump_json(indent=2))
     command = [sys.executable, "-m", "trainers.launch", "--config", str(config_path),
                "--num-gpus", str(cfg.num_gpus), "--hostfile", cfg.hostfile]  # fmt: skip
     result = pipes_subprocess_client.run(command=command, context=context).get_materialize_result()

@@ -64,7 +64,7 @@ def jaccard(a: str, b: str) -> float:
 
 
 def run_ours(texts: list[str], queue, verify: float = 0.0) -> None:
-    from pipeline.minhash import MinHashParams, band_keys, clusters, jaccard_at_least, signatures
+    from pipeline.curation.minhash import MinHashParams, band_keys, clusters, jaccard_at_least, signatures
 
     params = MinHashParams(bands=BANDS, rows=ROWS, shingle_words=SHINGLE)
     started = time.perf_counter()
@@ -90,7 +90,7 @@ def run_datasketch(texts: list[str], queue) -> None:
             pairs.add((match, i))
         lsh.insert(i, signature)
     seconds = time.perf_counter() - started
-    from pipeline.minhash import connected_components
+    from pipeline.curation.minhash import connected_components
 
     left, right = (np.array(side, dtype=np.int64) for side in zip(*pairs, strict=True)) if pairs else ([], [])
     labels = connected_components(len(texts), np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64))

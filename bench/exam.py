@@ -74,14 +74,14 @@ def main() -> None:
 
     import torch
 
-    from pipeline import exam
-    from pipeline.exam_data import read_mmlu
-    from pipeline.paths import artifact_home
-    from pipeline.teacher_weights import EMBEDDED_TEACHER_NAME, prepare_embedded_teacher
+    from pipeline.exam.data import read_mmlu
+    from pipeline.exam.mmlu import mmlu, pick_items
+    from pipeline.exam.models import load_model
+    from pipeline.teacher.weights import embedded_teacher
 
-    model_dir = args.model or str(prepare_embedded_teacher(artifact_home() / "teacher" / EMBEDDED_TEACHER_NAME))
+    model_dir = args.model or str(embedded_teacher())
     all_items = read_mmlu()
-    items = exam.pick_items(all_items, args.items, seed=0)
+    items = pick_items(all_items, args.items, seed=0)
     print(f"model {model_dir}, {len(items)} MMLU items, batch {args.batch_size}, "
           f"{torch.get_num_threads()} CPU threads, {args.dtype} on both sides", flush=True)  # fmt: skip
 
@@ -97,9 +97,9 @@ def main() -> None:
             sys.exit(f"lm-eval failed:\n{harness.stderr[-4000:]}")
         theirs = json.loads(harness.stdout.strip().splitlines()[-1])
 
-    model, tokenizer = exam.load_model(model_dir, args.dtype)
+    model, tokenizer = load_model(model_dir, args.dtype)
     started = time.perf_counter()
-    results = exam.mmlu(model, tokenizer, items, all_items, shots=0, batch_size=args.batch_size, seed=0)
+    results = mmlu(model, tokenizer, items, all_items, shots=0, batch_size=args.batch_size, seed=0)
     ours_s = time.perf_counter() - started
 
     print(f"\n{'':24}{'items/s':>10}{'cloze acc':>11}{'mc acc':>9}")

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import openai
 
-from pipeline.generation import generate
-from pipeline.prompts import plan_prompts
+from pipeline.generation.generate import generate
+from pipeline.generation.prompts import plan_prompts
 from pipeline.settings import resolve
-from pipeline.teacher import TeacherClient, serving
+from pipeline.teacher.client import TeacherClient
+from pipeline.teacher.serving import serving
 
 
 async def bare_loop(url: str, model: str, plan: list[dict], concurrency: int, max_tokens: int) -> int:

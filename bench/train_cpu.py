@@ -32,12 +32,11 @@ SEQ, BATCH, LR, WARMUP = 256, 8, 1e-3, 10
 def pack_data(out: Path) -> None:
     from transformers import AutoTokenizer
 
-    from pipeline.exam_data import read_mmlu
-    from pipeline.paths import artifact_home
-    from pipeline.teacher_weights import EMBEDDED_TEACHER_NAME, prepare_embedded_teacher
+    from pipeline.exam.data import read_mmlu
+    from pipeline.teacher.weights import embedded_teacher
     from trainers.data import pack, write_meta
 
-    folder = prepare_embedded_teacher(artifact_home() / "teacher" / EMBEDDED_TEACHER_NAME)
+    folder = embedded_teacher()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     shards = {"train-text": pack([item.question for item in read_mmlu()], tokenizer, out, "train-text")}
     write_meta(out, str(folder), len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)

@@ -30,7 +30,9 @@ CURATED = {
 }
 SCHEMA = pl.Schema({**GENERATED, **CURATED})
 
-KEPT = pl.col("status") == "kept"
+KEPT_STATUS, REJECTED_STATUS = "kept", "rejected"
+KEPT = pl.col("status") == KEPT_STATUS
+REJECTED = pl.col("status") == REJECTED_STATUS
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
@@ -48,12 +50,12 @@ def reject(frame: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
     """
     newly = KEPT & reason.is_not_null()
     return frame.with_columns(
-        status=pl.when(newly).then(pl.lit("rejected")).otherwise(pl.col("status")),
+        status=pl.when(newly).then(pl.lit(REJECTED_STATUS)).otherwise(pl.col("status")),
         reason=pl.when(newly).then(reason).otherwise(pl.col("reason")),
     )
 
 
 def counts_by_reason(frame: pl.DataFrame) -> dict[str, int]:
-    rejected = frame.filter(pl.col("status") == "rejected")
+    rejected = frame.filter(REJECTED)
     counted = rejected.group_by("reason").len().sort("len", descending=True)
     return {row["reason"]: row["len"] for row in counted.iter_rows(named=True)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import resource
 import secrets
 import shutil
@@ -127,74 +126,79 @@ def _tail(path: str, size: int) -> str:
         return file.read().decode("utf-8", "replace")
 
 
+def _verdict(returncode: int, timed_out: bool, out: str, err: str, nonce: str, limits: Limits) -> tuple[str, str]:
+    """(status, reason) from how the program ended: the nonce on the last line of its output is
+    the only way to pass, so exiting early with code 0 cannot fake one."""
+    if timed_out:
+        return "timeout", f"wall time over {limits.wall_s:g}s"
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        if name == "SIGXCPU":
+            return "timeout", f"CPU time over {limits.cpu_s}s"
+        if name == "SIGXFSZ":
+            return "crashed", "output or file size limit"
+        return "crashed", f"killed by {name}"
+    last_line = out.rstrip("\n").rsplit("\n", 1)[-1] if out.strip() else ""
+    if returncode == 0 and last_line == nonce:
+        return "passed", ""
+    if returncode == 0:
+        return "failed", "exited before the tests finished"
+    if "MemoryError" in err:
+        return "crashed", "memory limit"
+    tail = err.splitlines()[-1] if err else f"exit code {returncode}"
+    return "failed", tail[:300]
+
+
+def _sandbox_folder() -> str:
+    """A fresh folder for one program, owned by the user it will run as."""
+    workdir = tempfile.mkdtemp(prefix="schoolhouse-sandbox-")
+    if _drops_privileges():
+        os.chown(workdir, _NOBODY, _NOBODY)
+    return workdir
+
+
+def _execute(source: str, nonce: str, limits: Limits, workdir: str) -> tuple[int, bool, str, str]:
+    """Run the program under its limits in `workdir`: (return code, timed out, stdout tail, stderr tail).
+    Output goes to files the file-size limit caps, so a flood cannot fill our memory."""
+    interpreter = _SYSTEM_PYTHON if _drops_privileges() else sys.executable
+    env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    out_path, err_path = os.path.join(workdir, ".stdout"), os.path.join(workdir, ".stderr")
+    with open(out_path, "wb") as out_file, open(err_path, "wb") as err_file:
+        process = subprocess.Popen(
+            [interpreter, "-I", "-S", "-c", _RUNNER],
+            stdin=subprocess.PIPE,
+            stdout=out_file,
+            stderr=err_file,
+            env=env,
+            cwd=workdir,
+            preexec_fn=lambda: _confine(limits, workdir),
+        )
+    try:
+        process.communicate((nonce + "\n" + source).encode("utf-8", "replace"), limits.wall_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        _kill_group(process)  # anything it forked dies with it
+        process.wait()
+    return process.returncode, timed_out, _tail(out_path, 256), _tail(err_path, 4000).strip()
+
+
 def run_python(source: str, limits: Limits = Limits()) -> Outcome:
     """Run `source` as a program in the sandbox and say whether it reached its end cleanly."""
     nonce = secrets.token_hex(16)
-    workdir = tempfile.mkdtemp(prefix="schoolhouse-sandbox-")
-    interpreter = sys.executable
-    if _drops_privileges():
-        os.chown(workdir, _NOBODY, _NOBODY)
-        interpreter = _SYSTEM_PYTHON
-    env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
-           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
     started = time.monotonic()
-    # Output goes to files the file-size limit caps, so a flood cannot fill our memory.
-    out_path, err_path = os.path.join(workdir, ".stdout"), os.path.join(workdir, ".stderr")
+    workdir = _sandbox_folder()
     try:
-        with open(out_path, "wb") as out_file, open(err_path, "wb") as err_file:
-            process = subprocess.Popen(
-                [interpreter, "-I", "-S", "-c", _RUNNER],
-                stdin=subprocess.PIPE,
-                stdout=out_file,
-                stderr=err_file,
-                env=env,
-                cwd=workdir,
-                preexec_fn=lambda: _confine(limits, workdir),
-            )
-        try:
-            process.communicate((nonce + "\n" + source).encode("utf-8", "replace"), limits.wall_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            _kill_group(process)  # anything it forked dies with it
-            process.wait()
-        out, err = _tail(out_path, 256), _tail(err_path, 4000).strip()
+        returncode, timed_out, out, err = _execute(source, nonce, limits, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    seconds = time.monotonic() - started
-    if timed_out:
-        return Outcome("timeout", f"wall time over {limits.wall_s:g}s", seconds)
-    if process.returncode < 0:
-        name = signal.Signals(-process.returncode).name
-        if name == "SIGXCPU":
-            return Outcome("timeout", f"CPU time over {limits.cpu_s}s", seconds)
-        if name == "SIGXFSZ":
-            return Outcome("crashed", "output or file size limit", seconds)
-        return Outcome("crashed", f"killed by {name}", seconds)
-    last_line = out.rstrip("\n").rsplit("\n", 1)[-1] if out.strip() else ""
-    if process.returncode == 0 and last_line == nonce:
-        return Outcome("passed", "", seconds)
-    if process.returncode == 0:
-        return Outcome("failed", "exited before the tests finished", seconds)
-    tail = err.splitlines()[-1] if err else f"exit code {process.returncode}"
-    if "MemoryError" in err:
-        return Outcome("crashed", "memory limit", seconds)
-    return Outcome("failed", tail[:300], seconds)
+    status, reason = _verdict(returncode, timed_out, out, err, nonce, limits)
+    return Outcome(status, reason, time.monotonic() - started)
 
 
 def run_many(sources: list[str], limits: Limits = Limits(), workers: int | None = None):
     """Run programs concurrently (each is its own process); results in input order."""
     with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as pool:
         return list(pool.map(lambda s: run_python(s, limits), sources))
-
-
-def exercise_parts(text: str) -> tuple[str, str] | None:
-    """Split a code exercise into (solution, tests): the first fenced block that defines a
-    function, and every later fenced block with an assert. None when the format is not there."""
-    blocks = re.findall(r"```(?:python|py)?[ \t]*\n(.*?)```", text, flags=re.DOTALL)
-    for i, block in enumerate(blocks):
-        if re.search(r"^\s*def \w+\s*\(", block, flags=re.MULTILINE):
-            tests = [b for b in blocks[i + 1 :] if re.search(r"^\s*assert\b", b, flags=re.MULTILINE)]
-            return (block, "\n".join(tests)) if tests else None
-    return None

@@ -1,6 +1,8 @@
-"""Typed settings for every stage, and the named profiles that fill them.
+"""Typed settings for every stage, and the profiles that fill them.
 
-A profile is a set of values on top of the defaults below; a run may override any single value.
+A profile is a YAML file of values on top of the defaults below (`pipeline/profiles/` ships
+`demo`, `phi-1.5` and `phi-2`; a user's own file works the same); a run may override any single
+value. Training fields are the trainer's own config class, embedded.
 Everything is validated before any work: an invalid value raises `ConfigError` naming the field
 and what it accepts.
 """
@@ -8,9 +10,13 @@ and what it accepts.
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainers.config import TrainConfig, describe
 
 
 class ConfigError(ValueError):
@@ -19,12 +25,6 @@ class ConfigError(ValueError):
 
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=True, frozen=True)
-
-
-class StudentSize(str, Enum):
-    tiny = "tiny"
-    phi_1_5 = "phi-1.5"
-    phi_2 = "phi-2"
 
 
 class TeacherMode(str, Enum):
@@ -40,17 +40,6 @@ class Device(str, Enum):
 class Reference(str, Enum):
     teacher = "teacher"
     start = "start"
-
-
-class Schedule(str, Enum):
-    cosine = "cosine"
-    constant = "constant"
-    wsd = "wsd"  # warmup-stable-decay
-
-
-class Precision(str, Enum):
-    bf16 = "bf16"
-    fp32 = "fp32"
 
 
 class TeacherSettings(_Settings):
@@ -119,70 +108,34 @@ class CurationSettings(_Settings):
     sandbox_timeout_s: float = Field(10.0, gt=0, description="Wall time per code row's tests.")
 
 
-class TrainingSettings(_Settings):
-    size: StudentSize = Field(StudentSize.tiny, description="Student shape.")
-    model_overrides: dict[str, float] = Field(
-        default_factory=dict, description="PhiConfig fields over the shape, e.g. {num_hidden_layers: 8}."
-    )
-    init_from: str = Field("", description="HF checkpoint folder to continue pre-training from ('' = scratch).")
+class TrainingSettings(TrainConfig):
+    """Every field of the trainer's own config (`trainers.config.TrainConfig`), plus what only
+    the orchestrator needs: where the student's data comes from and how the trainer is started."""
+
     tokenizer: str = Field("", description="Student tokenizer folder ('' = the embedded teacher's).")
     heldout_fraction: float = Field(0.05, ge=0, lt=1, description="Curated rows kept for perplexity.")
-    mixture: dict[str, float] = Field(
-        default_factory=lambda: {"code": 0.5, "text": 0.5},
-        description="Weights over the sources code, text and replay; every step holds them exactly.",
-    )
     replay_path: str = Field("", description="Replay source: Parquet file/folder or a `datasets` path/name.")
     replay_split: str = Field("train", description="Split of a `datasets` replay source.")
     replay_text_field: str = Field("text", description="Column holding the replay documents.")
     replay_max_documents: int = Field(20_000, ge=1, description="Replay documents to tokenize.")
-    seq_len: int = Field(256, ge=8, description="Packed sequence length.")
-    micro_batch_size: int = Field(8, ge=1)
-    grad_accum_steps: int = Field(1, ge=1)
-    max_steps: int = Field(100, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    schedule: Schedule = Field(Schedule.cosine, description="cosine, constant or wsd (warmup-stable-decay).")
-    warmup_steps: int = Field(10, ge=0)
-    warmup_start_ratio: float = Field(
-        0.0, ge=0, le=1, description="Re-warm from this fraction of lr (continued pre-training)."
-    )
-    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: last fraction of steps that decays.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Floor of the decay, as a fraction of lr.")
-    weight_decay: float = Field(0.1, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3 (one CPU process: 0).")
-    precision: Precision = Field(Precision.bf16)
-    loss_chunk_tokens: int = Field(
-        4096, ge=0, description="Tokens per chunk of the fused head + loss (0 = full logits)."
-    )
-    activation_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
-    compile: bool = Field(True, description="torch.compile each decoder layer on GPUs (fuses LayerNorm, GELU, adds).")
-    checkpoint_every: int = Field(0, ge=0, description="Steps between resumable checkpoints (0 = none).")
-    num_gpus: int = Field(0, ge=0, description="GPUs per node; 0 trains on the CPU in one process.")
     hostfile: str = Field("", description="DeepSpeed hostfile for multi-node runs ('' = this machine).")
-    peak_tflops: float = Field(989.0, gt=0, description="Dense bf16 peak per GPU, for MFU (H100/H200 SXM: 989).")
-    seed: int = Field(0)
 
     @model_validator(mode="after")
-    def _fits(self) -> TrainingSettings:
-        from trainers.data import mixture_counts
-        from trainers.model import check_shape
-
-        unknown = sorted(set(self.mixture) - {"code", "text", "replay"})
-        if unknown:
-            raise ValueError(f"training.mixture: unknown source {', '.join(unknown)} (code, text, replay)")
+    def _orchestration_fits(self) -> TrainingSettings:
         if self.mixture.get("replay", 0) > 0 and not self.replay_path:
             raise ValueError("training.replay_path: required when training.mixture.replay > 0")
         if self.hostfile and not self.num_gpus:
             raise ValueError("training.hostfile: multi-node runs need training.num_gpus >= 1")
-        mixture_counts(self.mixture, self.micro_batch_size * self.grad_accum_steps * max(1, self.num_gpus))
-        if not self.init_from:
-            check_shape(StudentSize(self.size).value, self.seq_len, model_overrides(self.model_overrides))
         return self
 
+    def train_config(self, data_dir: str, out_dir: str) -> TrainConfig:
+        """The trainer's part of these settings, for one run."""
+        values = self.model_dump(include=set(TrainConfig.model_fields))
+        return TrainConfig.model_validate({**values, "data_dir": data_dir, "out_dir": out_dir})
 
-def model_overrides(values: dict[str, float]) -> dict[str, float | int]:
-    """Launchpad numbers are floats; whole ones become ints (layers, sizes, positions)."""
-    return {k: int(v) if float(v).is_integer() else v for k, v in values.items()}
+
+# Set by the orchestrator for each run, so not knobs in the Launchpad.
+SET_PER_RUN = {"training": {"data_dir", "out_dir"}}
 
 
 class ExamDtype(str, Enum):
@@ -230,61 +183,46 @@ class Settings(_Settings):
 
 
 STAGES = ("teacher", "generation", "curation", "training", "exam", "release")
-
-# A GPU run: a teacher at a URL, the full exam, phi-1.5's recipe (20k steps, 2e-4, warmup 750).
-_GPU_RUN: dict[str, dict[str, Any]] = {
-    "teacher": {"mode": "url", "concurrency": 256},
-    "generation": {"samples_per_domain": 10_000, "max_tokens": 2048},
-    "training": {
-        "seq_len": 2048,
-        "max_steps": 20_000,
-        "lr": 2e-4,
-        "warmup_steps": 750,
-        "num_gpus": 1,
-        "checkpoint_every": 1000,
-        "mixture": {"code": 0.2, "text": 0.8},
-    },
-    "exam": {"mmlu_limit": 0, "humaneval_limit": 0, "max_new_tokens": 512},
-}
-
-# Each profile lists only what differs from the defaults above (which are the CPU demo).
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "demo": {},
-    "phi-1.5": {
-        **_GPU_RUN,
-        "training": {**_GPU_RUN["training"], "size": "phi-1.5", "micro_batch_size": 8, "grad_accum_steps": 4,
-                     "zero_stage": 1},
-    },
-    "phi-2": {
-        **_GPU_RUN,
-        "training": {**_GPU_RUN["training"], "size": "phi-2", "micro_batch_size": 4, "grad_accum_steps": 8,
-                     "zero_stage": 2},
-    },
-}  # fmt: skip
+PROFILES_DIR = Path(__file__).parent / "profiles"
+PROFILES = tuple(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))  # shipped: demo, phi-1.5, phi-2
 
 
-def _describe(error: ValidationError, prefix: str = "") -> str:
-    lines = []
-    for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"])
-        value = item.get("input")
-        if item["type"] == "value_error" and isinstance(value, dict):  # a check across fields
-            lines.append(item["msg"].removeprefix("Value error, "))  # that names its fields
-        else:
-            lines.append(f"{prefix}{field} = {value!r}: {item['msg']}")
-    return "; ".join(lines)
+def profile_values(profile: str, _seen: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """A profile's values by stage: a shipped name (`pipeline/profiles/<name>.yaml`) or the path of
+    a YAML file of the same shape; `extends: <profile>` starts from another one."""
+    path = Path(profile).expanduser() if profile.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(PROFILES)
+        raise ConfigError(f"profile = {profile!r}: must be one of {shipped}, or the path of a YAML profile file")
+    if str(path) in _seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a profile is a mapping of stage -> values")
+    unknown = sorted(set(values) - set(STAGES) - {"extends"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown stage {', '.join(unknown)} (one of {', '.join(STAGES)}, extends)")
+    base = profile_values(str(values["extends"]), (*_seen, str(path))) if "extends" in values else {}
+    merged = {}
+    for stage in STAGES:
+        section = values.get(stage) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: {stage} must be a mapping of field -> value")
+        merged[stage] = {**base.get(stage, {}), **section}
+    return merged
 
 
 def resolve(profile: str, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
     """Profile values, then the run's overrides (None means "keep the profile's value")."""
-    if profile not in PROFILES:
-        raise ConfigError(f"profile = {profile!r}: must be one of {', '.join(PROFILES)}")
+    values = profile_values(profile)
     merged: dict[str, Any] = {"profile": profile}
     for stage in STAGES:
-        values = dict(PROFILES[profile].get(stage, {}))
-        values.update({k: v for k, v in (overrides or {}).get(stage, {}).items() if v is not None})
-        merged[stage] = values
+        chosen = {k: v for k, v in (overrides or {}).get(stage, {}).items() if v is not None}
+        merged[stage] = {**values[stage], **chosen}
     try:
         return Settings.model_validate(merged)
     except ValidationError as error:
-        raise ConfigError(f"invalid config: {_describe(error)}") from None
+        raise ConfigError(f"invalid config: {describe(error)}") from None

@@ -11,10 +11,9 @@ import pytest
 @pytest.fixture(scope="session")
 def embedded_teacher_dir(tmp_path_factory) -> Path:
     """The embedded teacher as a safetensors folder (prepared once per artifact home)."""
-    from pipeline.resources import artifact_home
-    from pipeline.teacher_weights import EMBEDDED_TEACHER_NAME, prepare_embedded_teacher
+    from pipeline.teacher.weights import embedded_teacher
 
-    return prepare_embedded_teacher(artifact_home() / "teacher" / EMBEDDED_TEACHER_NAME)
+    return embedded_teacher()
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +24,7 @@ def teacher_url(embedded_teacher_dir, tmp_path_factory) -> str:
         yield os.environ["SCHOOLHOUSE_TEACHER_URL"]
         return
     from pipeline.settings import resolve
-    from pipeline.teacher import serving
+    from pipeline.teacher.serving import serving
 
     log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
     try:
@@ -39,7 +38,7 @@ def teacher_url(embedded_teacher_dir, tmp_path_factory) -> str:
 @pytest.fixture
 def artifact_home(tmp_path, monkeypatch) -> Path:
     """A private $SCHOOLHOUSE_HOME for one test, reusing the prepared teacher folder."""
-    from pipeline.resources import artifact_home as shared_home
+    from pipeline.paths import artifact_home as shared_home
 
     teacher = shared_home() / "teacher"
     home = tmp_path / "home"

@@ -6,8 +6,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from pipeline.batches import batch_key
-from pipeline.definitions import defs
+from assets.definitions import defs
+from assets.partitions import batch_key
 
 pytestmark = pytest.mark.integration
 

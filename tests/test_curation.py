@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from pipeline.curation import curate, yield_table
-from pipeline.decontamination import CodeIndex, ExamIndex, code_tokens, decontaminate, renamed
-from pipeline.dedup import SignatureStore, exact_dedup, near_dedup
-from pipeline.exam_data import read_humaneval, read_mmlu
-from pipeline.minhash import MinHashParams, band_keys, clusters, signatures
+from pipeline.curation.curate import curate, yield_table
+from pipeline.curation.decontamination import CodeIndex, ExamIndex, code_tokens, decontaminate, renamed
+from pipeline.curation.dedup import SignatureStore, exact_dedup, near_dedup
+from pipeline.curation.minhash import MinHashParams, band_keys, clusters, signatures
+from pipeline.exam.data import read_humaneval, read_mmlu
 from pipeline.rows import KEPT, SCHEMA, conform
 from pipeline.settings import CurationSettings
 

@@ -5,8 +5,14 @@ import json
 import pytest
 import torch
 
-from pipeline import exam
-from pipeline.exam_data import read_mmlu
+from pipeline.exam.data import read_mmlu
+from pipeline.exam.humaneval import truncate_completion
+from pipeline.exam.loglikelihood import Request, loglikelihoods
+from pipeline.exam.mmlu import mmlu, pick_items, requests_for, shots_for
+from pipeline.exam.scores import forgetting, summarize
+from pipeline.exam.tasks import tasks, tasks_for
+
+CLOZE, MULTIPLE_CHOICE = tasks()["mmlu_cloze"], tasks()["mmlu_mc"]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +26,7 @@ def tiny(embedded_teacher_dir):
     return PhiForCausalLM(config).eval(), tokenizer
 
 
-def by_hand(model, tokenizer, request: exam.Request) -> float:
+def by_hand(model, tokenizer, request: Request) -> float:
     """One unpadded forward pass per request, summing the continuation's log-probabilities."""
     context = tokenizer(request.context, add_special_tokens=False).input_ids
     continuation = tokenizer(request.continuation, add_special_tokens=False).input_ids
@@ -33,27 +39,28 @@ def by_hand(model, tokenizer, request: exam.Request) -> float:
 def test_batched_scores_equal_hand_computed_ones(tiny):
     model, tokenizer = tiny
     items = read_mmlu()[:6]
-    requests = [r for item in items for r in exam.MULTIPLE_CHOICE.requests(item, [])]
-    requests += [r for item in items for r in exam.CLOZE.requests(item, [])]
-    batched = exam.loglikelihoods(model, tokenizer, requests, batch_size=5)
+    requests = [r for item in items for r in requests_for(MULTIPLE_CHOICE, item, [])]
+    requests += [r for item in items for r in requests_for(CLOZE, item, [])]
+    batched = loglikelihoods(model, tokenizer, requests, batch_size=5)
     for request, score in zip(requests, batched, strict=True):
         assert score == pytest.approx(by_hand(model, tokenizer, request), abs=1e-4)
 
 
 def test_accuracy_is_exactly_what_the_scores_say(tiny):
     model, tokenizer = tiny
-    items = exam.pick_items(read_mmlu(), 12, seed=1)
-    results = exam.mmlu(model, tokenizer, items, read_mmlu(), shots=0, batch_size=8, seed=0)
+    items = pick_items(read_mmlu(), 12, seed=1)
+    results = mmlu(model, tokenizer, items, read_mmlu(), shots=0, batch_size=8, seed=0)
     expected = {}
-    for formulation in exam.FORMULATIONS:
+    for task in tasks_for("mmlu"):
         correct = 0
         for item in items:
-            scores = [by_hand(model, tokenizer, r) for r in formulation.requests(item, [])]
-            if formulation.normalize_by_chars:
+            scores = [by_hand(model, tokenizer, r) for r in requests_for(task, item, [])]
+            if task.metric == "acc_norm":
                 scores = [s / len(item.choices[c]) for c, s in enumerate(scores)]
             correct += max(range(4), key=lambda c: scores[c]) == item.answer
-        expected[f"mmlu_{formulation.name}_acc"] = correct / len(items)
-    summary = exam.summarize(results)
+        expected[f"{task.name}_acc"] = correct / len(items)
+    assert set(expected) == {"mmlu_cloze_acc", "mmlu_mc_acc"}
+    summary = summarize(results)
     for key, value in expected.items():
         assert summary[key] == value
 
@@ -61,17 +68,17 @@ def test_accuracy_is_exactly_what_the_scores_say(tiny):
 def test_a_model_that_always_answers_b_scores_the_share_of_b(tiny):
     model, tokenizer = tiny
     (b_token,) = tokenizer(" B", add_special_tokens=False).input_ids
-    items = exam.pick_items(read_mmlu(), 40, seed=2)
+    items = pick_items(read_mmlu(), 40, seed=2)
     with torch.no_grad():
         model.lm_head.bias[b_token] += 1e4  # every position now prefers " B" by far
     try:
-        results = exam.mmlu(model, tokenizer, items, read_mmlu(), shots=0, batch_size=16, seed=0)
+        results = mmlu(model, tokenizer, items, read_mmlu(), shots=0, batch_size=16, seed=0)
     finally:
         with torch.no_grad():
             model.lm_head.bias[b_token] -= 1e4
     mc = results.filter(results["benchmark"] == "mmlu_mc")
     assert set(mc["predicted"]) == {"B"}
-    assert exam.summarize(results)["mmlu_mc_acc"] == sum(i.answer == 1 for i in items) / len(items)
+    assert summarize(results)["mmlu_mc_acc"] == sum(i.answer == 1 for i in items) / len(items)
 
 
 def test_shots_come_from_the_same_subject_and_never_the_item():
@@ -79,15 +86,15 @@ def test_shots_come_from_the_same_subject_and_never_the_item():
     pool = {}
     for item in items:
         pool.setdefault(item.subject, []).append(item)
-    for item in exam.pick_items(items, 300, seed=3):
-        shots = exam.shots_for(item, pool, 5, seed=0)
+    for item in pick_items(items, 300, seed=3):
+        shots = shots_for(item, pool, 5, seed=0)
         assert len(shots) == 5
         assert all(s.subject == item.subject and s.id != item.id for s in shots)
-        assert shots == exam.shots_for(item, pool, 5, seed=0)  # reproducible
+        assert shots == shots_for(item, pool, 5, seed=0)  # reproducible
 
 
 def test_pick_items_spreads_over_subjects():
-    picked = exam.pick_items(read_mmlu(), 57 * 2, seed=0)
+    picked = pick_items(read_mmlu(), 57 * 2, seed=0)
     subjects = {}
     for item in picked:
         subjects[item.subject] = subjects.get(item.subject, 0) + 1
@@ -113,7 +120,7 @@ def test_malformed_exam_file_names_the_line(tmp_path):
 
 def test_humaneval_completion_is_cut_at_the_next_top_level_statement():
     text = "    return x + 1\n\n\ndef other():\n    pass\n"
-    assert exam.truncate_completion(text) == "    return x + 1\n\n"
+    assert truncate_completion(text) == "    return x + 1\n\n"
 
 
 def test_forgetting_report_flags_subjects_that_dropped():
@@ -128,6 +135,6 @@ def test_forgetting_report_flags_subjects_that_dropped():
 
     student = results({"anatomy": [True, False, False, False], "virology": [True, True, False, False]})
     teacher = results({"anatomy": [True, True, False, False], "virology": [True, True, False, False]})
-    report = exam.forgetting(student, teacher, threshold=0.1).sort("subject")
+    report = forgetting(student, teacher, threshold=0.1).sort("subject")
     assert report["delta"].to_list() == [-0.25, 0.0]
     assert report["flagged"].to_list() == [True, False]

@@ -6,11 +6,14 @@ import time
 
 import pytest
 
-from pipeline import prompts
-from pipeline.generation import generate, read_journal, rejection_reason
-from pipeline.seeds import CODE_CONCEPTS, TEXT_TOPICS
+from pipeline.generation import prompts
+from pipeline.generation.generate import generate, rejection_reason
+from pipeline.generation.journal import read_journal
+from pipeline.generation.seeds import code_concepts, read_topics_file, text_topics
 from pipeline.settings import resolve
-from pipeline.teacher import Completion, TeacherClient, TeacherUnreachable, serving
+from pipeline.teacher.client import Completion, TeacherClient
+from pipeline.teacher.server import TeacherUnreachable
+from pipeline.teacher.serving import serving
 
 MODEL = "SmolLM2-135M-Instruct"
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 48}
@@ -21,8 +24,8 @@ def plan(domain: str, n: int, seed: int = 7) -> list[dict]:
 
 
 def test_seed_lists_are_broad():
-    assert len(TEXT_TOPICS) >= 20 and sum(map(len, TEXT_TOPICS.values())) >= 500
-    assert len(set(CODE_CONCEPTS)) >= 200
+    assert len(text_topics()) >= 20 and sum(map(len, text_topics().values())) >= 500
+    assert len(set(code_concepts())) >= 200
 
 
 def test_plans_are_reproducible_and_differ_by_batch():
@@ -40,10 +43,10 @@ def test_plans_are_reproducible_and_differ_by_batch():
 def test_user_topics_file(tmp_path):
     path = tmp_path / "topics.txt"
     path.write_text("# my topics\nastronomy: pulsars\nsourdough starters\n")
-    assert prompts.read_topics_file(path) == [("astronomy", "pulsars"), ("general", "sourdough starters")]
+    assert read_topics_file(path) == [("astronomy", "pulsars"), ("general", "sourdough starters")]
     path.write_text("physics:\n")
     with pytest.raises(ValueError, match=r"topics.txt:1: empty topic"):
-        prompts.read_topics_file(path)
+        read_topics_file(path)
 
 
 def test_rejection_reasons():
@@ -130,7 +133,7 @@ def test_a_fully_journaled_batch_needs_no_teacher(tmp_path):
                     "created_at": "2026-11-20T00:00:00+00:00"}) + "\n"
         for i, r in enumerate(planned)
     ))  # fmt: skip
-    from pipeline.generation import missing_ids
+    from pipeline.generation.journal import missing_ids
 
     assert missing_ids(planned, journal) == []
     rows, stats = generate(planned, None, journal, "b", max_tokens=8, teacher_model=MODEL)

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.replay import replay_documents
+from pipeline.training.replay import replay_documents
 from trainers.launch import trainer_command
 
 

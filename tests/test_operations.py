@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipeline.definitions import defs
+from assets.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
@@ -113,7 +113,7 @@ class Browser:
     """Headless Chromium driven over the DevTools protocol: open a page, click, read, screenshot."""
 
     def __init__(self, profile: Path):
-        from pipeline.teacher import free_port
+        from pipeline.teacher.server import free_port
 
         binary = shutil.which("chromium") or shutil.which("chromium-browser")
         self.port = free_port()
@@ -187,7 +187,7 @@ class Browser:
 @pytest.mark.integration
 def test_ui_materializes_like_the_button_and_shows_the_graph(tmp_path, artifact_home):
     service("Chromium", bool(shutil.which("chromium") or shutil.which("chromium-browser")))
-    from pipeline.teacher import free_port
+    from pipeline.teacher.server import free_port
 
     home = tmp_path / "dagster_home"
     home.mkdir()

@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from pipeline import release
+from pipeline.release import cards, folders, publish
 from pipeline.rows import SCHEMA, conform
 
 TOKEN = "hf_test_secret_token_value_0123456789"
@@ -58,11 +58,11 @@ def test_model_and_dataset_folders_load_offline(tiny_model, tmp_path, monkeypatc
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rows = curated_rows()
-    card = release.model_card("tiny-student", "apache-2.0", "SmolLM2-135M-Instruct",
+    card = cards.model_card("tiny-student", "apache-2.0", "SmolLM2-135M-Instruct",
                               {"mmlu_cloze_acc": 0.3, "mmlu_mc_acc": 0.25, "humaneval_acc": 0.0},
                               json.loads((tiny_model.parent / "summary.json").read_text()),
-                              release.data_summary(rows))  # fmt: skip
-    folder = release.build_model_folder(tiny_model, card, tmp_path / "model")
+                              cards.data_summary(rows))  # fmt: skip
+    folder = folders.build_model_folder(tiny_model, card, tmp_path / "model")
     for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "README.md"):
         assert (folder / name).exists(), name
     loaded = ModelCard.load(folder / "README.md")
@@ -74,7 +74,7 @@ def test_model_and_dataset_folders_load_offline(tiny_model, tmp_path, monkeypatc
     ids = AutoTokenizer.from_pretrained(folder)("Hello", return_tensors="pt").input_ids
     assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
 
-    data = release.build_dataset_folder(
+    data = folders.build_dataset_folder(
         rows, tmp_path / "data", "SmolLM2-135M-Instruct", "apache-2.0", rows_per_shard=2
     )
     shards = sorted((data / "data").glob("*.parquet"))
@@ -133,7 +133,7 @@ def test_publisher_uploads_with_the_token_and_never_writes_it(fake_hub, tmp_path
     (folder / "config.json").write_text('{"model_type": "phi"}')
     (folder / "README.md").write_text("# card")
     caplog.set_level(logging.DEBUG)
-    published = release.publish(folder, "someone/tiny", "model", TOKEN, tmp_path / "local", endpoint=fake_hub)
+    published = publish.publish(folder, "someone/tiny", "model", TOKEN, tmp_path / "local", endpoint=fake_hub)
     assert published.remote and published.destination == f"{fake_hub}/someone/tiny/commit/abc123"
     paths = [c["path"] for c in FakeHub.calls]
     assert "/api/repos/create" in paths and any("/commit/main" in p for p in paths)
@@ -151,7 +151,7 @@ def test_without_a_token_the_release_is_a_local_folder(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "README.md").write_text("# card")
-    published = release.publish(folder, "someone/tiny", "model", None, tmp_path / "release" / "tiny")
+    published = publish.publish(folder, "someone/tiny", "model", None, tmp_path / "release" / "tiny")
     assert not published.remote and (tmp_path / "release" / "tiny" / "README.md").read_text() == "# card"
 
 
@@ -177,7 +177,7 @@ def stage_upstream(home: Path, tiny_model: Path) -> None:
 
 @pytest.mark.parametrize("minimum, released", [(0.0, True), (0.99, False)])
 def test_exam_gate_blocks_a_below_minimum_release(tiny_model, artifact_home, minimum, released):
-    from pipeline.definitions import defs
+    from assets.definitions import defs
 
     stage_upstream(artifact_home, tiny_model)
     config = {"exam": {"mmlu_limit": 8, "humaneval_limit": 1, "max_new_tokens": 8, "min_mmlu_cloze_acc": minimum},

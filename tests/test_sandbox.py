@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.exam_data import read_humaneval
-from pipeline.sandbox import Limits, exercise_parts, run_many, run_python
+from pipeline.curation.exercises import exercise_parts
+from pipeline.exam.data import read_humaneval
+from pipeline.sandbox import Limits, run_many, run_python
 
 FAST = Limits(wall_s=5, cpu_s=2)
 

@@ -1,8 +1,8 @@
 import dagster as dg
 import pytest
 
+from assets.resources import Schoolhouse
 from pipeline import settings
-from pipeline.resources import Schoolhouse
 
 
 def test_every_profile_resolves():
@@ -68,7 +68,7 @@ def test_resource_resolves_launchpad_overrides():
 
 
 def test_definitions_load_with_every_stage():
-    from pipeline.definitions import defs
+    from assets.definitions import defs
 
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}

@@ -10,10 +10,12 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 
-from pipeline.exam_data import read_humaneval, read_mmlu
+from pipeline.exam.data import read_humaneval, read_mmlu
+from trainers.config import TrainConfig, read_config
 from trainers.data import Mixture, PackedTokens, mixture_counts, pack, read_meta, write_meta
-from trainers.train import TrainConfig, lr_at, train
+from trainers.train import lr_at, train
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +24,9 @@ def write_packed_text(out, documents: int = 300):
     """A text-only source from MMLU questions, for runs that only need a trainer to run."""
     from transformers import AutoTokenizer
 
-    from pipeline.resources import artifact_home
-    from pipeline.teacher_weights import EMBEDDED_TEACHER_NAME, prepare_embedded_teacher
+    from pipeline.teacher.weights import embedded_teacher
 
-    folder = prepare_embedded_teacher(artifact_home() / "teacher" / EMBEDDED_TEACHER_NAME)
+    folder = embedded_teacher()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     shards = {"train-text": pack([i.question for i in read_mmlu()[:documents]], tokenizer, out, "train-text")}
     write_meta(out, str(folder), len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)
@@ -92,16 +93,18 @@ def test_trains_with_deepspeed_and_exports_a_loadable_model(packed, tmp_path):
     ("change", "message"),
     [
         ({"seq_len": 4096}, r"training.seq_len = 4096: above .*max_position_embeddings \(1024\)"),
-        ({"size": "phi-7"}, r"training.size = 'phi-7': must be one of tiny, phi-1.5, phi-2"),
+        ({"size": "phi-7"}, r"training.size = 'phi-7': Input should be 'tiny', 'phi-1.5' or 'phi-2'"),
         ({"micro_batch_size": 2, "mixture": {"code": 0.1, "text": 0.9}}, r"training.mixture = .*cannot hold code"),
         ({"mixture": {"code": 0.5, "replay": 0.5}}, r"training.mixture.replay > 0 but .* no train-replay shard"),
-        ({"schedule": "linear"}, r"training.schedule = 'linear': must be one of cosine, constant, wsd"),
+        ({"schedule": "linear"}, r"training.schedule = 'linear': Input should be 'cosine', 'constant' or 'wsd'"),
+        ({"warmup": 3}, r"training.warmup = 3: Extra inputs are not permitted"),
     ],
 )
 def test_bad_config_fails_before_training_naming_the_field(packed, tmp_path, change, message):
-    cfg = TrainConfig(data_dir=str(packed), out_dir=str(tmp_path), max_steps=1, **change)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data_dir": str(packed), "out_dir": str(tmp_path), "max_steps": 1, **change}))
     with pytest.raises(ValueError, match=message):
-        train(cfg)
+        train(read_config(path))
     assert not (tmp_path / "metrics.jsonl").exists()
 
 

@@ -1,4 +1,4 @@
-"""Start the trainer and stop all of it: `python -m trainers.launch --config run.json`.
+"""Start the trainer and stop all of it: `python -m trainers.launch --config run.yaml`.
 
 On a CPU the trainer is one process; with GPUs it is DeepSpeed's launcher, which starts one
 process per GPU (and, given a hostfile, per GPU of every node listed, over ssh/pdsh). Either way
@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 
-from pipeline.processes import own_group_dying_with_parent, stop_group
+from trainers.processes import own_group_dying_with_parent, stop_group
 
 
 def trainer_command(config: str, num_gpus: int, hostfile: str = "") -> list[str]:

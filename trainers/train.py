@@ -1,8 +1,12 @@
 """Train the Phi student with DeepSpeed on packed token shards, then export a Hugging Face folder.
 
-Runnable by hand (`python -m trainers.train --config run.json`) or launched by the
-`student_model` asset through Dagster Pipes; with the `deepspeed` launcher on GPUs only rank 0
-talks to Dagster. On a CPU it runs as one process with the gloo backend.
+Runnable by hand (`python -m trainers.train --config run.yaml`, fields in `trainers.config`) or
+launched by the `student_model` asset through Dagster Pipes; with the `deepspeed` launcher on GPUs
+only rank 0 talks to Dagster. On a CPU it runs as one process with the gloo backend.
+
+`train` reads top to bottom: `setup` builds the engine and the data, `train_step` runs one
+optimizer step, `ProgressLog` writes metrics and progress lines, `save_checkpoint` / `resume`
+keep the run restartable, `export` writes the model.
 """
 
 from __future__ import annotations
@@ -16,59 +20,12 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-SCHEDULES = ("cosine", "constant", "wsd")
-
-
-@dataclass
-class TrainConfig:
-    data_dir: str
-    out_dir: str
-    size: str = "tiny"
-    init_from: str = ""  # a Hugging Face folder to continue pre-training from
-    model_overrides: dict = field(default_factory=dict)  # any PhiConfig field
-    mixture: dict = field(default_factory=lambda: {"code": 0.5, "text": 0.5})  # weights over train-<source> shards
-    seq_len: int = 256
-    micro_batch_size: int = 8
-    grad_accum_steps: int = 1
-    max_steps: int = 100
-    lr: float = 1e-3
-    schedule: str = "cosine"  # cosine | constant | wsd (warmup-stable-decay)
-    warmup_steps: int = 10
-    warmup_start_ratio: float = 0.0  # re-warm for continued pre-training: start at this * lr
-    decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    zero_stage: int = 0  # 0-3; one process has nothing to partition
-    precision: str = "bf16"
-    loss_chunk_tokens: int = 4096  # chunked head + cross-entropy; 0 = the model's full-logit loss
-    activation_checkpointing: bool = False
-    compile: bool = False  # torch.compile each decoder layer (GPU)
-    seed: int = 0
-    checkpoint_every: int = 0  # 0: only at the end
-    log_every: int = 10
-    export: bool = True  # write the Hugging Face folder at the end (benchmarks skip it)
-    peak_tflops: float = 0.0  # per device, for MFU; 0 = unknown (CPU)
-
-    def check(self, world: int = 1) -> None:
-        """Fail before any work, naming the field."""
-        from trainers.data import mixture_counts
-        from trainers.model import check_shape
-
-        if not self.init_from:
-            check_shape(self.size, self.seq_len, self.model_overrides)
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"training.schedule = {self.schedule!r}: must be one of {', '.join(SCHEDULES)}")
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"training.precision = {self.precision!r}: must be bf16 or fp32")
-        if not 0 <= self.zero_stage <= 3:
-            raise ValueError(f"training.zero_stage = {self.zero_stage}: must be 0-3")
-        mixture_counts(self.mixture, self.micro_batch_size * self.grad_accum_steps * world)
+from trainers.config import TrainConfig, read_config
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -195,29 +152,6 @@ def build_model(cfg: TrainConfig, meta: dict, on_gpu: bool):
     return CausalLMLoss(model, cfg.loss_chunk_tokens)
 
 
-def export(engine, cfg: TrainConfig, meta: dict, on_gpu: bool, rank: int) -> Path:
-    """Write a safetensors Hugging Face folder (fp32 on CPU, bf16 on GPU) with the tokenizer."""
-    import deepspeed
-    import torch
-    from transformers import AutoTokenizer
-
-    out = Path(cfg.out_dir) / "model"
-    model = engine.module.model
-    params = list(model.parameters())
-    gather = deepspeed.zero.GatheredParameters(params) if cfg.zero_stage == 3 else contextlib.nullcontext()
-    with gather:
-        if rank == 0:
-            dtype = torch.bfloat16 if on_gpu else torch.float32
-            state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
-            if out.exists():
-                shutil.rmtree(out)
-            model.config.dtype = dtype  # what from_pretrained will load it as
-            model.config.use_cache = True
-            model.save_pretrained(out, state_dict=state, safe_serialization=True)
-            AutoTokenizer.from_pretrained(meta["tokenizer"]).save_pretrained(out)
-    return out
-
-
 def _prepare_op_builds(stale_after_s: float = 600.0) -> None:
     """DeepSpeed JIT-builds ops (a shared-memory comm op even on CPU) under a plain lock file.
     A build killed half-way leaves that file behind and every later run waits on it forever, so
@@ -228,44 +162,60 @@ def _prepare_op_builds(stale_after_s: float = 600.0) -> None:
             lock.unlink(missing_ok=True)
 
 
-def _resume(engine, ckpt_dir: Path, mixture, metrics_path: Path, rank: int) -> int:
-    """Load the latest checkpoint (weights, optimizer, schedule, data position, RNG); metrics
-    logged after it are dropped, since those steps run again."""
+@dataclass
+class Run:
+    """Everything one training run holds while it trains."""
+
+    cfg: TrainConfig
+    engine: object
+    mixture: object
+    meta: dict
+    rank: int
+    world: int
+    on_gpu: bool
+    parameters: int
+    flops_per_token: float
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.out_dir)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    @property
+    def sequences_per_rank(self) -> int:
+        return self.cfg.micro_batch_size * self.cfg.grad_accum_steps
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.sequences_per_rank * self.cfg.seq_len * self.world
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """The distributed group, the data mixture and the DeepSpeed engine around the model."""
+    if not cfg.data_dir or not cfg.out_dir:
+        raise ValueError("training config: data_dir and out_dir are required")
     import torch
 
-    if not (ckpt_dir / "latest").is_file():
-        if rank == 0:
-            metrics_path.unlink(missing_ok=True)
-        return 0
-    _, client = engine.load_checkpoint(str(ckpt_dir))
-    mixture.load_state_dict(client["data"])
-    torch.set_rng_state(client["torch_rng"])
-    step = client["step"]
-    if rank == 0 and metrics_path.is_file():
-        kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        metrics_path.write_text("".join(line + "\n" for line in kept))
-    return step
-
-
-def train(cfg: TrainConfig) -> dict:
-    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda_available() else "cuda")
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     _distributed_defaults()
     world = int(os.environ["WORLD_SIZE"])
-    cfg.check(world)
     _prepare_op_builds()
     import deepspeed
-    import torch
-    import torch.distributed as dist
 
     from trainers.data import Mixture, read_meta
     from trainers.model import parameter_count
 
     on_gpu = torch.cuda.is_available()
-    rank = int(os.environ["RANK"])
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-
     meta = read_meta(Path(cfg.data_dir))
     per_rank = cfg.micro_batch_size * cfg.grad_accum_steps
     mixture = Mixture(Path(cfg.data_dir), cfg.mixture, cfg.seq_len, per_rank * world, cfg.seed)
@@ -277,109 +227,178 @@ def train(cfg: TrainConfig) -> dict:
         # DeepSpeed steps the schedule at each optimizer step and saves it in checkpoints.
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_at(step, cfg) / cfg.lr),
     )
-    device = engine.device
-
-    out_dir = Path(cfg.out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    metrics_path = out_dir / "metrics.jsonl"
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    step = _resume(engine, ckpt_dir, mixture, metrics_path, rank)
-    first_step = step
-
     config = model.model.config
     n_params = parameter_count(config) if config.model_type == "phi" else sum(p.numel() for p in model.parameters())
     per_token = flops_per_token(n_params - config.vocab_size * config.hidden_size, config.num_hidden_layers,
                                 config.hidden_size, cfg.seq_len)  # fmt: skip
-    tokens_per_step = per_rank * cfg.seq_len * world
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    return Run(cfg, engine, mixture, meta, int(os.environ["RANK"]), world, on_gpu, n_params, per_token)
+
+
+def train_step(run: Run) -> tuple[float, float]:
+    """One optimizer step over this rank's share of the global batch: (loss of the global batch, lr)."""
+    import torch
+    import torch.distributed as dist
+
+    cfg, engine = run.cfg, run.engine
+    engine.train()
+    per_rank = run.sequences_per_rank
+    picks = run.mixture.next_step()[run.rank * per_rank : (run.rank + 1) * per_rank]
+    rows = torch.from_numpy(run.mixture.read(picks)).to(engine.device)
+    lr = engine.get_lr()[0]  # this step's; the scheduler moves on inside engine.step()
+    step_loss = torch.zeros((), device=engine.device)
+    for micro in rows.split(cfg.micro_batch_size):
+        loss = engine(micro[:, :-1], micro[:, 1:])
+        engine.backward(loss)
+        engine.step()
+        step_loss += loss.detach().float() / cfg.grad_accum_steps
+    if run.world > 1:  # the loss of the global batch, not rank 0's share
+        dist.all_reduce(step_loss)
+        step_loss /= run.world
+    return step_loss.item(), lr
+
+
+class ProgressLog:
+    """Per-step metrics (rank 0 writes metrics.jsonl) and, every `log_every` steps, a progress
+    line with tokens/s, MFU and ETA measured over the window since the last line."""
+
+    def __init__(self, run: Run, report: Reporter, metrics_file):
+        self.run, self.report, self.metrics = run, report, metrics_file
+        self.window_start, self.window_tokens = time.perf_counter(), 0
+
+    def mfu(self, tokens_per_s: float) -> float | None:
+        """Model FLOPs utilization: achieved training FLOP/s over the devices' peak."""
+        cfg = self.run.cfg
+        if not (self.run.on_gpu and cfg.peak_tflops):
+            return None
+        return tokens_per_s * self.run.flops_per_token / (cfg.peak_tflops * 1e12 * self.run.world)
+
+    def step(self, step: int, loss: float, lr: float) -> None:
+        cfg = self.run.cfg
+        self.window_tokens += self.run.tokens_per_step
+        record = {"step": step, "loss": loss, "lr": lr}
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            seconds = time.perf_counter() - self.window_start
+            tok_s = self.window_tokens / seconds
+            mfu = self.mfu(tok_s)
+            record.update(tokens_per_s=tok_s, mfu=mfu)
+            eta = (cfg.max_steps - step) * seconds / max(1, self.window_tokens / self.run.tokens_per_step)
+            self.report.log(
+                f"step {step}/{cfg.max_steps} loss {loss:.4f} lr {lr:.2e} {tok_s:,.0f} tok/s"
+                + (f" MFU {mfu:.1%}" if mfu else "") + f" ETA {eta:.0f}s"
+            )
+            self.window_start, self.window_tokens = time.perf_counter(), 0
+        if self.run.rank == 0:
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
+
+
+def save_checkpoint(run: Run, step: int) -> None:
+    """Weights, optimizer, schedule (DeepSpeed's), data position and RNG under `step<N>`."""
+    import torch
+
+    client = {"step": step, "data": run.mixture.state_dict(), "torch_rng": torch.get_rng_state()}
+    run.engine.save_checkpoint(str(run.checkpoints), tag=f"step{step}", client_state=client)
+
+
+def resume(run: Run) -> int:
+    """Load the latest checkpoint, if any, and return its step; metrics logged after it are
+    dropped, since those steps run again."""
+    import torch
+
+    if not (run.checkpoints / "latest").is_file():
+        if run.rank == 0:
+            run.metrics_path.unlink(missing_ok=True)
+        return 0
+    _, client = run.engine.load_checkpoint(str(run.checkpoints))
+    run.mixture.load_state_dict(client["data"])
+    torch.set_rng_state(client["torch_rng"])
+    step = client["step"]
+    if run.rank == 0 and run.metrics_path.is_file():
+        lines = run.metrics_path.read_text().splitlines()
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        run.metrics_path.write_text("".join(line + "\n" for line in kept))
+    return step
+
+
+def export(run: Run) -> Path:
+    """Write a safetensors Hugging Face folder (fp32 on CPU, bf16 on GPU) with the tokenizer."""
+    import deepspeed
+    import torch
+    from transformers import AutoTokenizer
+
+    out = run.out_dir / "model"
+    model = run.engine.module.model
+    params = list(model.parameters())
+    gather = deepspeed.zero.GatheredParameters(params) if run.cfg.zero_stage == 3 else contextlib.nullcontext()
+    with gather:
+        if run.rank == 0:
+            dtype = torch.bfloat16 if run.on_gpu else torch.float32
+            state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
+            if out.exists():
+                shutil.rmtree(out)
+            model.config.dtype = dtype  # what from_pretrained will load it as
+            model.config.use_cache = True
+            model.save_pretrained(out, state_dict=state, safe_serialization=True)
+            AutoTokenizer.from_pretrained(run.meta["tokenizer"]).save_pretrained(out)
+    return out
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train from the latest checkpoint (or step 0) to `max_steps`; export; return the summary."""
+    import torch
+
+    run = setup(cfg)
+    step = first_step = resume(run)
     losses: list[float] = []
-    with reporter(rank) as report, metrics_path.open("a") as metrics:
+    with reporter(run.rank) as report, run.metrics_path.open("a") as metrics:
         report.log(
-            f"training {cfg.size if not cfg.init_from else cfg.init_from} ({n_params / 1e6:.1f}M parameters) "
-            f"from step {step} to {cfg.max_steps}: {tokens_per_step:,} tokens per step, mixture "
-            f"{mixture.counts} sequences, ZeRO-{cfg.zero_stage}, {world} process(es)"
+            f"training {cfg.init_from or cfg.size} ({run.parameters / 1e6:.1f}M parameters) from step {step} "
+            f"to {cfg.max_steps}: {run.tokens_per_step:,} tokens per step, mixture {run.mixture.counts} "
+            f"sequences, ZeRO-{cfg.zero_stage}, {run.world} process(es)"
         )
+        progress = ProgressLog(run, report, metrics)
         started = time.perf_counter()
-        window_start, window_tokens = started, 0
         while step < cfg.max_steps:
-            engine.train()
-            picks = mixture.next_step()[rank * per_rank : (rank + 1) * per_rank]
-            rows = torch.from_numpy(mixture.read(picks)).to(device)
-            lr = engine.get_lr()[0]  # this step's; the scheduler moves on inside engine.step()
-            step_loss = torch.zeros((), device=device)
-            for micro in rows.split(cfg.micro_batch_size):
-                loss = engine(micro[:, :-1], micro[:, 1:])
-                engine.backward(loss)
-                engine.step()
-                step_loss += loss.detach().float() / cfg.grad_accum_steps
-            if world > 1:  # the loss of the global batch, not rank 0's share
-                dist.all_reduce(step_loss)
-                step_loss /= world
+            loss, lr = train_step(run)
             step += 1
-            losses.append(step_loss.item())
-            window_tokens += tokens_per_step
-            record = {"step": step, "loss": losses[-1], "lr": lr}
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                seconds = time.perf_counter() - window_start
-                tok_s = window_tokens / seconds
-                mfu = tok_s * per_token / (cfg.peak_tflops * 1e12 * world) if cfg.peak_tflops else None
-                record.update(tokens_per_s=tok_s, mfu=mfu)
-                eta = (cfg.max_steps - step) * seconds / max(1, window_tokens / tokens_per_step)
-                report.log(
-                    f"step {step}/{cfg.max_steps} loss {losses[-1]:.4f} lr {record['lr']:.2e} "
-                    f"{tok_s:,.0f} tok/s" + (f" MFU {mfu:.1%}" if mfu else "") + f" ETA {eta:.0f}s"
-                )
-                window_start, window_tokens = time.perf_counter(), 0
-            if rank == 0:
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
+            losses.append(loss)
+            progress.step(step, loss, lr)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-                _save_checkpoint(engine, ckpt_dir, step, mixture)
+                save_checkpoint(run, step)
         seconds = time.perf_counter() - started
-        model_dir = export(engine, cfg, meta, on_gpu, rank) if cfg.export else None
+        model_dir = export(run) if cfg.export else None
         trained = step - first_step
         summary = {
             "model_dir": str(model_dir) if model_dir else None,
-            "parameters": n_params,
+            "parameters": run.parameters,
             "steps": step,
             "resumed_from_step": first_step,
             "final_loss": losses[-1] if losses else None,
             "first_loss": losses[0] if losses else None,
             "train_seconds": round(seconds, 2),
-            "tokens_per_s": round(tokens_per_step * trained / seconds, 1) if trained else None,
-            "mixture_sequences_per_step": mixture.counts,
+            "tokens_per_s": round(run.tokens_per_step * trained / seconds, 1) if trained else None,
+            "mixture_sequences_per_step": run.mixture.counts,
             "zero_stage": cfg.zero_stage,
-            "world_size": world,
-            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if on_gpu else None,
+            "world_size": run.world,
+            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if run.on_gpu else None,
         }
-        if rank == 0:
-            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if run.rank == 0:
+            (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         report.finish(summary)
     return summary
 
 
-def _save_checkpoint(engine, ckpt_dir: Path, step: int, mixture) -> None:
-    import torch
-
-    client = {"step": step, "data": mixture.state_dict(), "torch_rng": torch.get_rng_state()}
-    engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}", client_state=client)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", required=True, help="JSON file with TrainConfig fields")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="JSON or YAML file with trainers.config.TrainConfig fields")
     parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
     args = parser.parse_args(argv)
-    values = json.loads(Path(args.config).read_text())
-    unknown = sorted(set(values) - set(TrainConfig.__dataclass_fields__))
-    if unknown:
-        raise SystemExit(f"{args.config}: unknown training fields: {', '.join(unknown)}")
-    train(TrainConfig(**values))
+    try:
+        cfg = read_config(args.config)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    train(cfg)
     return 0
 
 

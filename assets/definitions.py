@@ -1,13 +1,14 @@
-"""The Dagster code location: `dagster dev -m pipeline.definitions`."""
+"""The Dagster code location: `dagster dev -m assets.definitions`."""
 
 import os
 
 import dagster as dg
 
 from assets import curation, exam, generation, release, training
-from pipeline.io import ArtifactIOManager
-from pipeline.jobs import JOBS, SCHEDULES, SENSORS
-from pipeline.resources import HubPublisher, Schoolhouse
+from assets.io import ArtifactIOManager
+from assets.jobs import JOBS, SCHEDULES
+from assets.resources import HubPublisher, Schoolhouse
+from assets.sensors import SENSORS
 
 # The hub token is read from the environment by Dagster, never written into run config.
 publisher = HubPublisher(token=dg.EnvVar("HF_TOKEN")) if os.environ.get("HF_TOKEN") else HubPublisher()

@@ -12,6 +12,8 @@ import json
 import logging
 from pathlib import Path
 
+from pipeline.paths import artifact_home
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_TEACHER_NAME = "SmolLM2-135M-Instruct"
@@ -62,3 +64,8 @@ def prepare_embedded_teacher(target: Path) -> Path:
         shutil.rmtree(target)
     tmp.rename(target)
     return target
+
+
+def embedded_teacher() -> Path:
+    """The embedded teacher's folder under the artifact home, prepared on first use."""
+    return prepare_embedded_teacher(artifact_home() / "teacher" / EMBEDDED_TEACHER_NAME)

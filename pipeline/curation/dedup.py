@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import minhash
+from pipeline.curation import minhash
 from pipeline.rows import KEPT, reject
 
 log = logging.getLogger("schoolhouse.dedup")

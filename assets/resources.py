@@ -5,13 +5,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
-from pydantic import Field, PrivateAttr, create_model
+from pydantic import BaseModel, Field, PrivateAttr, create_model
 
 from pipeline import settings as s
-from pipeline.paths import artifact_home
+from pipeline.paths import artifact_path
 
 if TYPE_CHECKING:
-    from pipeline.release import Published
+    from pipeline.release.publish import Published
 
 
 def _launchpad_type(annotation: Any) -> Any:
@@ -25,27 +25,30 @@ def _launchpad_type(annotation: Any) -> Any:
     return annotation
 
 
-def _overrides_of(model: type[s._Settings]) -> type[dg.Config]:
+def _overrides_of(model: type[BaseModel], stage: str) -> type[dg.Config]:
     """A Launchpad config class with the same fields as `model`, each optional (None = profile)."""
     fields = {
         name: (Optional[_launchpad_type(f.annotation)], Field(None, description=f.description))
         for name, f in model.model_fields.items()
+        if name not in s.SET_PER_RUN.get(stage, ())
     }
     return create_model(model.__name__.replace("Settings", "Overrides"), __base__=dg.Config, **fields)
 
 
-TeacherOverrides = _overrides_of(s.TeacherSettings)
-GenerationOverrides = _overrides_of(s.GenerationSettings)
-CurationOverrides = _overrides_of(s.CurationSettings)
-TrainingOverrides = _overrides_of(s.TrainingSettings)
-ExamOverrides = _overrides_of(s.ExamSettings)
-ReleaseOverrides = _overrides_of(s.ReleaseSettings)
+TeacherOverrides = _overrides_of(s.TeacherSettings, "teacher")
+GenerationOverrides = _overrides_of(s.GenerationSettings, "generation")
+CurationOverrides = _overrides_of(s.CurationSettings, "curation")
+TrainingOverrides = _overrides_of(s.TrainingSettings, "training")
+ExamOverrides = _overrides_of(s.ExamSettings, "exam")
+ReleaseOverrides = _overrides_of(s.ReleaseSettings, "release")
 
 
 class Schoolhouse(dg.ConfigurableResource):
     """The profile for this run, with any single value overridden."""
 
-    profile: str = Field("demo", description=f"One of: {', '.join(s.PROFILES)}.")
+    profile: str = Field(
+        "demo", description=f"One of: {', '.join(s.PROFILES)}, or the path of your own profile YAML file."
+    )
     teacher: TeacherOverrides = Field(default_factory=TeacherOverrides)  # type: ignore[valid-type]
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)  # type: ignore[valid-type]
     curation: CurationOverrides = Field(default_factory=CurationOverrides)  # type: ignore[valid-type]
@@ -70,9 +73,7 @@ class Schoolhouse(dg.ConfigurableResource):
         return self._settings
 
     def path(self, *parts: str) -> Path:
-        path = artifact_home().joinpath(*parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        return artifact_path(*parts)
 
 
 class HubPublisher(dg.ConfigurableResource):
@@ -84,8 +85,7 @@ class HubPublisher(dg.ConfigurableResource):
     endpoint: Optional[str] = Field(None, description="Hub endpoint ('' = huggingface.co).")
 
     def publish(self, folder: Path, repo_id: str, repo_type: str) -> "Published":
-        from pipeline.release import publish
+        from pipeline.release.publish import publish
 
-        target = artifact_home() / "release" / folder.name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = artifact_path("release", folder.name)
         return publish(folder, repo_id, repo_type, self.token, target, endpoint=self.endpoint or None)

@@ -1,8 +1,7 @@
 """Generation: send the planned prompts to the teacher and turn answers into contract rows.
 
-Every answer is appended to a journal (JSON lines, flushed as it arrives) before anything else
-happens with it, so a crash loses at most the requests in flight, and running the same plan
-again requests only the ids the journal does not have yet.
+`generate` reads top to bottom: what the journal already has, the requests for the rest, the
+answers collected (each journaled as it arrives, see `journal`), then one row per planned prompt.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,9 +16,10 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.generation import journal as answers
 from pipeline.progress import Progress
-from pipeline.rows import SCHEMA, conform, counts_by_reason
-from pipeline.teacher import ChatRequest, Completion, TeacherClient
+from pipeline.rows import KEPT_STATUS, REJECTED_STATUS, SCHEMA, conform, counts_by_reason
+from pipeline.teacher.client import ChatRequest, Completion, TeacherClient
 
 log = logging.getLogger("schoolhouse.generation")
 
@@ -42,21 +41,6 @@ class GenerationStats:
         return self.new_completion_tokens / self.seconds if self.seconds else 0.0
 
 
-def read_journal(path: Path) -> dict[str, dict]:
-    """Finished answers by id; a torn last line (a crash mid-write) is ignored."""
-    done: dict[str, dict] = {}
-    if not path.exists():
-        return done
-    with path.open("r", encoding="utf-8") as journal:
-        for line in journal:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[record["id"]] = record
-    return done
-
-
 def rejection_reason(completion: Completion) -> str | None:
     if completion.error:
         return "generation:teacher_error"
@@ -71,7 +55,8 @@ def rejection_reason(completion: Completion) -> str | None:
     return None
 
 
-def _record(completion: Completion) -> dict:
+def journal_record(completion: Completion) -> dict:
+    """What the journal keeps of one answer, with its rejection reason decided once."""
     text = completion.text
     try:
         text.encode("utf-8")
@@ -89,25 +74,44 @@ def _record(completion: Completion) -> dict:
     }
 
 
+def chat_request(row: dict, max_tokens: int) -> ChatRequest:
+    sampling = json.loads(row["sampling"])
+    return ChatRequest(key=row["id"], prompt=row["prompt"], max_tokens=max_tokens,
+                       temperature=sampling["temperature"], top_p=sampling["top_p"], seed=sampling["seed"],
+                       answer_prefix=row.get("answer_prefix", ""))  # fmt: skip
+
+
 async def _collect(client: TeacherClient, requests: list[ChatRequest], journal: Path) -> tuple[int, int]:
+    """Journal every answer as it finishes; (answers, completion tokens)."""
     progress = Progress("generation", len(requests), log)
     tokens = 0
     journal.parent.mkdir(parents=True, exist_ok=True)
     with journal.open("a", encoding="utf-8") as out:
         async for completion in client.stream(requests):
-            out.write(json.dumps(_record(completion), ensure_ascii=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+            answers.append(out, journal_record(completion))
             tokens += completion.completion_tokens
             elapsed = max(time.monotonic() - progress.started, 1e-9)
             progress.advance(tokens=tokens, tok_per_s=f"{tokens / elapsed:.1f}")
     return progress.done, tokens
 
 
-def missing_ids(plan: list[dict], journal: Path) -> list[str]:
-    """The planned ids the journal does not have yet (none: the teacher is not needed)."""
-    done = read_journal(journal)
-    return [row["id"] for row in plan if row["id"] not in done]
+def contract_row(row: dict, answer: dict, batch: str, teacher_model: str) -> dict:
+    reason = answer["reason"]
+    return {
+        **row,
+        "batch": batch,
+        "teacher_model": teacher_model,
+        "text": answer["text"],
+        "prompt_tokens": answer["prompt_tokens"],
+        "completion_tokens": answer["completion_tokens"],
+        "finish_reason": answer["finish_reason"],
+        "created_at": datetime.fromisoformat(answer["created_at"]),
+        "status": REJECTED_STATUS if reason else KEPT_STATUS,
+        "reason": reason,
+        "checks": json.dumps({"error": answer["error"]} if answer.get("error") else {}),
+        "minhash_cluster": None,
+        "contamination": None,
+    }
 
 
 def generate(
@@ -121,54 +125,23 @@ def generate(
     """Rows for every planned prompt, requesting only those the journal lacks (`client` may be
     None when the journal already has them all)."""
     stats = GenerationStats(planned=len(plan))
-    done = read_journal(journal)
-    stats.resumed = sum(1 for row in plan if row["id"] in done)
+    done = answers.read_journal(journal)
     missing = [row for row in plan if row["id"] not in done]
+    stats.resumed = len(plan) - len(missing)
     if missing:
         if client is None:
             raise ValueError(f"{len(missing)} planned answers are not in {journal} and no teacher was given")
         client.check_reachable()
-        log.info(
-            "requesting %d of %d planned answers (%d already in the journal)",
-            len(missing), len(plan), stats.resumed,
-        )  # fmt: skip
-        requests = []
-        for row in missing:
-            sampling = json.loads(row["sampling"])
-            requests.append(
-                ChatRequest(
-                    key=row["id"], prompt=row["prompt"], max_tokens=max_tokens,
-                    temperature=sampling["temperature"], top_p=sampling["top_p"],
-                    seed=sampling["seed"], answer_prefix=row.get("answer_prefix", ""),
-                )
-            )  # fmt: skip
+        log.info("requesting %d of %d planned answers (%d already in the journal)",
+                 len(missing), len(plan), stats.resumed)  # fmt: skip
         started = time.monotonic()
+        requests = [chat_request(row, max_tokens) for row in missing]
         stats.requested, stats.new_completion_tokens = asyncio.run(_collect(client, requests, journal))
         stats.seconds = time.monotonic() - started
         stats.peak_in_flight = client.peak_in_flight
-        done = read_journal(journal)
+        done = answers.read_journal(journal)
 
-    records = []
-    for row in plan:
-        answer = done[row["id"]]
-        reason = answer["reason"]
-        records.append(
-            {
-                **row,
-                "batch": batch,
-                "teacher_model": teacher_model,
-                "text": answer["text"],
-                "prompt_tokens": answer["prompt_tokens"],
-                "completion_tokens": answer["completion_tokens"],
-                "finish_reason": answer["finish_reason"],
-                "created_at": datetime.fromisoformat(answer["created_at"]),
-                "status": "rejected" if reason else "kept",
-                "reason": reason,
-                "checks": json.dumps({"error": answer["error"]} if answer.get("error") else {}),
-                "minhash_cluster": None,
-                "contamination": None,
-            }
-        )
+    records = [contract_row(row, done[row["id"]], batch, teacher_model) for row in plan]
     frame = conform(pl.DataFrame(records, schema=SCHEMA)) if records else SCHEMA.to_frame()
     stats.prompt_tokens = int(frame["prompt_tokens"].sum())
     stats.completion_tokens = int(frame["completion_tokens"].sum())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipeline.batches import BATCHES, DOMAINS, batch_key
+from assets.partitions import BATCHES, DOMAINS, batch_key
 
 BATCH_ASSETS = dg.AssetSelection.assets("topics", "prompts", "generations", "curated")
 
@@ -50,28 +50,3 @@ weekly_train_and_release = dg.ScheduleDefinition(
 
 SCHEDULES = [*(_daily_batch(domain) for domain in DOMAINS), weekly_train_and_release]
 JOBS = [generate_batch, train_and_release]
-
-
-@dg.run_failure_sensor(name="record_run_failures", default_status=dg.DefaultSensorStatus.RUNNING)
-def record_run_failures(context: dg.RunFailureSensorContext) -> None:
-    """Every failed run leaves a line in `<home>/ops/failures.jsonl`: run, job, when, why."""
-    import json
-    from datetime import UTC, datetime
-
-    from pipeline.paths import artifact_home
-
-    path = artifact_home() / "ops" / "failures.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "run_id": context.dagster_run.run_id,
-        "job": context.dagster_run.job_name,
-        "partition": context.dagster_run.tags.get("dagster/partition"),
-        "failed_at": datetime.now(UTC).isoformat(),
-        "error": context.failure_event.message,
-    }
-    with path.open("a") as log:
-        log.write(json.dumps(record) + "\n")
-    context.log.info(f"recorded the failure of run {record['run_id']} in {path}")
-
-
-SENSORS = [record_run_failures]

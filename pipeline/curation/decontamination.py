@@ -20,7 +20,8 @@ from functools import cache
 
 import polars as pl
 
-from pipeline.exam_data import read_humaneval, read_mmlu
+from pipeline.exam.data import read_humaneval, read_mmlu
+from pipeline.markdown import fenced_python_blocks
 from pipeline.rows import KEPT, reject
 
 _MIN_ITEM_WORDS = 8  # shorter items ("What is 2+2?") would match ordinary prose
@@ -67,8 +68,7 @@ def renamed(window: list[str]) -> tuple[str, ...]:
 
 def code_blocks(text: str) -> list[str]:
     """The fenced Python blocks of a row, or the whole text when it has none."""
-    blocks = re.findall(r"```(?:python|py)?[ \t]*\n(.*?)```", text, flags=re.DOTALL)
-    return blocks or [text]
+    return fenced_python_blocks(text) or [text]
 
 
 def _add(index: dict, gram: tuple, item_id: str) -> None:

@@ -14,10 +14,10 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from pipeline.batches import DOMAINS, batch_key
+from assets.partitions import DOMAINS, batch_key
 from pipeline.paths import artifact_home
 from pipeline.settings import resolve
-from pipeline.teacher import serving
+from pipeline.teacher.serving import serving
 
 log = logging.getLogger("schoolhouse.demo")
 
@@ -28,7 +28,7 @@ def run_config(overrides: dict) -> dict:
 
 def run_all(instance, overrides: dict, date: str) -> list:
     """The three runs of a full pass: one batch per domain, then train and release."""
-    from pipeline.definitions import defs
+    from assets.definitions import defs
 
     results = []
     for domain in DOMAINS:

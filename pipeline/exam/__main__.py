@@ -1,0 +1,67 @@
+"""Sit the exam with any local Hugging Face model folder: `python -m pipeline.exam MODEL_DIR`.
+
+Every option defaults to the exam settings of `--profile` (default `phi-1.5`: all 14,042 MMLU
+questions and all 164 HumanEval problems); `--profile demo` sits the demo's subsets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+from pipeline.settings import ConfigError, resolve
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--profile", default="phi-1.5")
+    profile = early.parse_known_args(argv)[0].profile
+    try:
+        defaults = resolve(profile).exam
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir")
+    parser.add_argument("--profile", default="phi-1.5", help="whose exam settings are the defaults")
+    parser.add_argument("--mmlu-limit", type=int, default=defaults.mmlu_limit, help="questions (0 = all 14,042)")
+    parser.add_argument("--shots", type=int, default=defaults.mmlu_shots)
+    parser.add_argument("--humaneval-limit", type=int, default=defaults.humaneval_limit,
+                        help="problems (0 = all 164)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    parser.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--out", default="", help="Parquet file for the per-item results")
+    args = parser.parse_args(argv)
+    overrides = {"mmlu_limit": args.mmlu_limit, "mmlu_shots": args.shots, "humaneval_limit": args.humaneval_limit,
+                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "dtype": args.dtype}  # fmt: skip
+    return args, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(argv)
+    try:
+        cfg = resolve(args.profile, {"exam": overrides}).exam
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import torch
+
+    from pipeline.exam.models import load_model
+    from pipeline.exam.scores import summarize
+    from pipeline.exam.sitting import sit_exam
+
+    model, tokenizer = load_model(args.model_dir, cfg.dtype)
+    started = time.perf_counter()
+    results = sit_exam(model, tokenizer, cfg)
+    seconds = time.perf_counter() - started
+    if args.out:
+        results.write_parquet(args.out)
+    timings = {"exam_seconds": round(seconds, 1), "dtype": str(model.dtype), "torch_threads": torch.get_num_threads()}
+    print(json.dumps({**summarize(results), **timings}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

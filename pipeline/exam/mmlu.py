@@ -1,0 +1,81 @@
+"""MMLU through the exam's task declarations: a seeded sample spread over subjects, k shots from
+the same subject (never the item itself), one log-likelihood pass per task."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import polars as pl
+
+from pipeline.exam.data import LETTERS, MmluItem
+from pipeline.exam.loglikelihood import Request, loglikelihoods
+from pipeline.exam.tasks import Task, tasks_for
+
+
+def pick_items(items: list[MmluItem], limit: int, seed: int) -> list[MmluItem]:
+    """A seeded sample spread over subjects (all items when limit is 0)."""
+    if not limit or limit >= len(items):
+        return list(items)
+    by_subject: dict[str, list[MmluItem]] = defaultdict(list)
+    for item in items:
+        by_subject[item.subject].append(item)
+    rng = random.Random(seed)
+    for group in by_subject.values():
+        rng.shuffle(group)
+    picked, depth = [], 0
+    while len(picked) < limit:  # round-robin over subjects
+        for subject in sorted(by_subject):
+            if depth < len(by_subject[subject]) and len(picked) < limit:
+                picked.append(by_subject[subject][depth])
+        depth += 1
+    return picked
+
+
+def shots_for(item: MmluItem, pool: dict[str, list[MmluItem]], k: int, seed: int) -> list[MmluItem]:
+    """k examples from the item's subject, never the item itself, the same for every run."""
+    if k == 0:
+        return []
+    others = [other for other in pool[item.subject] if other.id != item.id]
+    return random.Random(f"{seed}-{item.id}").sample(others, min(k, len(others)))
+
+
+def item_fields(item: MmluItem) -> dict:
+    """What a task's templates see of an MMLU item."""
+    return {"question": item.question, "choices": list(item.choices), "letters": LETTERS, "subject": item.subject}
+
+
+def requests_for(task: Task, item: MmluItem, shots: list[MmluItem]) -> list[Request]:
+    """The item's prompt after its shots (each answered), once per choice."""
+
+    def continuation(of: MmluItem, choice: int) -> str:
+        return task.choice.render(**item_fields(of), choice=of.choices[choice], letter=LETTERS[choice])
+
+    prefix = "".join(task.render(**item_fields(shot)) + continuation(shot, shot.answer) + task.fewshot_delimiter
+                     for shot in shots)  # fmt: skip
+    context = prefix + task.render(**item_fields(item))
+    return [Request(context, continuation(item, c)) for c in range(len(item.choices))]
+
+
+def mmlu(model, tokenizer, items: list[MmluItem], all_items: list[MmluItem], shots: int,
+         batch_size: int, seed: int) -> pl.DataFrame:  # fmt: skip
+    """Per-item results for every MMLU task."""
+    pool: dict[str, list[MmluItem]] = defaultdict(list)
+    for item in all_items:
+        pool[item.subject].append(item)
+    rows = []
+    for task in tasks_for("mmlu"):
+        requests = []
+        for item in items:
+            requests += requests_for(task, item, shots_for(item, pool, shots, seed))
+        scores = loglikelihoods(model, tokenizer, requests, batch_size)
+        for n, item in enumerate(items):
+            raw = scores[4 * n : 4 * n + 4]
+            if task.metric == "acc_norm":  # by the answer's characters, as the harness' acc_norm
+                raw = [s / max(1, len(item.choices[c])) for c, s in enumerate(raw)]
+            predicted = max(range(4), key=lambda c: raw[c])
+            rows.append({"benchmark": task.name, "item": item.id,
+                         "subject": item.subject, "predicted": LETTERS[predicted],
+                         "target": LETTERS[item.answer], "correct": predicted == item.answer,
+                         "detail": ", ".join(f"{s:.3f}" for s in raw)})  # fmt: skip
+    return pl.DataFrame(rows)

@@ -1,0 +1,87 @@
+"""The model card and the dataset card, built with `huggingface_hub`'s card classes from the
+templates in `templates/` (Jinja, as the hub's own card templates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+
+from pipeline.rows import KEPT
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _template(name: str) -> str:
+    return (TEMPLATES / name).read_text(encoding="utf-8")
+
+
+def model_card(model_name: str, license: str, teacher: str, scores: dict[str, float], training: dict,
+               data_summary: dict) -> ModelCard:  # fmt: skip
+    evals = []
+    for key, dataset, dataset_type, config in (
+        ("mmlu_cloze_acc", "MMLU (cloze)", "cais/mmlu", "cloze"),
+        ("mmlu_mc_acc", "MMLU (multiple choice)", "cais/mmlu", "multiple_choice"),
+        ("humaneval_acc", "HumanEval", "openai_humaneval", None),
+    ):
+        if key in scores:
+            evals.append(EvalResult(
+                task_type="text-generation", dataset_type=dataset_type, dataset_name=dataset,
+                dataset_config=config, metric_type="pass@1" if "humaneval" in key else "accuracy",
+                metric_value=round(scores[key], 4),
+            ))  # fmt: skip
+    data = ModelCardData(
+        model_name=model_name, license=license, library_name="transformers",
+        pipeline_tag="text-generation", tags=["phi", "synthetic-data", "schoolhouse"],
+        eval_results=evals or None,
+    )  # fmt: skip
+    return ModelCard.from_template(
+        data,
+        template_str=_template("model_card.md"),
+        model_name=model_name,
+        teacher=teacher,
+        parameters=f"{training.get('parameters', 0) / 1e6:.1f}M",
+        steps=training.get("steps"),
+        zero_stage=training.get("zero_stage"),
+        final_loss=f"{training.get('final_loss', float('nan')):.3f}",
+        data_summary="\n".join(f"- {k}: {v}" for k, v in data_summary.items()),
+        eval_table="\n".join(f"| {k} | {v:.4f} |" for k, v in scores.items()),
+    )
+
+
+def data_summary(rows: pl.DataFrame) -> dict[str, object]:
+    """What the card says about the training data: batches, kept tokens, rejection rates."""
+    kept = rows.filter(KEPT)
+    total = max(rows.height, 1)
+
+    def rate(prefix: str) -> str:
+        return f"{rows.filter(pl.col('reason').str.starts_with(prefix)).height / total:.1%}"
+
+    return {
+        "batches": ", ".join(sorted(rows["batch"].unique().to_list())),
+        "generated rows": rows.height,
+        "kept rows": kept.height,
+        "kept tokens": int(kept["completion_tokens"].sum() or 0),
+        "teacher tokens": int(rows["completion_tokens"].sum() or 0),
+        "rejected by generation checks": rate("generation"),
+        "rejected by quality rules and code tests": rate("curation"),
+        "duplicate rate (exact + near)": rate("dedup"),
+        "contamination rate": rate("decontamination"),
+    }
+
+
+def dataset_card(rows: pl.DataFrame, teacher: str, license: str) -> DatasetCard:
+    """The card of the kept rows, published as `data/train-*.parquet`."""
+    kept = rows.filter(KEPT)
+    card_data = DatasetCardData(
+        license=license, language=["en"], pretty_name="schoolhouse synthetic textbooks",
+        task_categories=["text-generation"], tags=["synthetic", "schoolhouse"],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+    )  # fmt: skip
+    summary = dict(data_summary(rows))
+    summary["by domain"] = dict(kept.group_by("domain").len().sort("domain").iter_rows())
+    return DatasetCard.from_template(
+        card_data, template_str=_template("dataset_card.md"), pretty_name="schoolhouse synthetic textbooks",
+        teacher=teacher, summary="\n".join(f"- {k}: {v}" for k, v in summary.items()),
+    )  # fmt: skip
