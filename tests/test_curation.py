@@ -228,3 +228,28 @@ def test_generic_one_line_code_is_not_taken_for_humaneval(exam_index, code_index
     text = f"### Function\n```python\n{code}```\n"
     out = decontaminate(rows(("code", text)), exam_index, code_index)
     assert out["reason"][0] is None
+
+
+def test_verify_jaccard_keeps_pairs_that_only_lsh_took_for_duplicates(tmp_path):
+    """14 x 8 LSH also pairs documents near J = 0.7; with `verify_jaccard` such pairs stay apart
+    while true near-copies (J ~ 0.98) are still rejected."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    vocabulary = [f"v{i}" for i in range(5000)]
+    originals = [list(rng.choice(vocabulary, 300)) for _ in range(40)]
+    loose = [mutate(doc, 0.04, rng) for doc in originals[:30]]  # ~0.69 of 5-gram shingles shared
+    close = [mutate(doc, 0.002, rng) for doc in originals[30:]]  # ~0.98
+    first = rows(*[("text", " ".join(d)) for d in originals], batch="2026-11-20|text", prefix="a")
+    second = rows(*[("text", " ".join(d)) for d in loose + close], batch="2026-11-21|text", prefix="b")
+    frame = pl.concat([first, second])
+
+    def near_ids(verify: float) -> set[str]:
+        out, _ = near_dedup(frame, SignatureStore(tmp_path / str(verify), MinHashParams()), KEPT, verify)
+        return set(out.filter(pl.col("reason") == "dedup:near")["id"])
+
+    loose_ids, close_ids = {f"b{i:03d}" for i in range(30)}, {f"b{i:03d}" for i in range(30, 40)}
+    unverified, verified = near_ids(0.0), near_ids(0.9)
+    assert close_ids <= unverified and close_ids <= verified
+    assert len(unverified & loose_ids) >= 5  # LSH alone takes several J ~ 0.69 pairs
+    assert not verified & loose_ids

@@ -138,3 +138,67 @@ def test_forgetting_report_flags_subjects_that_dropped():
     report = forgetting(student, teacher, threshold=0.1).sort("subject")
     assert report["delta"].to_list() == [-0.25, 0.0]
     assert report["flagged"].to_list() == [True, False]
+
+
+def test_a_right_completion_passes_humaneval_and_a_wrong_one_fails():
+    from pipeline.exam.data import read_humaneval
+    from pipeline.exam.humaneval import score_completions
+
+    problems = read_humaneval()[:3]
+    right = score_completions(problems, [p.canonical_solution for p in problems], timeout_s=10)
+    assert right["correct"].to_list() == [True, True, True]
+    assert right["detail"].to_list() == ["passed"] * 3
+    wrong = score_completions(problems, ["    return None\n"] * 3, timeout_s=10)
+    assert not any(wrong["correct"]) and all(d.startswith("failed") for d in wrong["detail"])
+
+
+def test_heldout_perplexity_scores_every_target_and_weighs_tokens_equally(tiny, tmp_path):
+    import math
+
+    import numpy as np
+    import torch.nn.functional as F
+
+    from pipeline.exam.perplexity import heldout_perplexity
+    from trainers.data import PackedTokens, write_meta
+
+    model, tokenizer = tiny
+    seq_len, windows = 16, 11  # batches of 4: 4 + 4 + 3 windows
+    tokens = np.random.default_rng(0).integers(0, len(tokenizer), windows * seq_len + 1)
+    tokens.astype(np.uint16).tofile(tmp_path / "valid-text.bin")
+    write_meta(tmp_path, "", len(tokenizer), 0, 0, {"valid-text": {"tokens": int(tokens.size), "documents": 1}})
+    total, count = 0.0, 0
+    for window in PackedTokens(tmp_path, "valid-text", seq_len, seed=0).next_batch(windows):
+        ids = torch.from_numpy(window)
+        with torch.no_grad():
+            logits = model(ids[None, :-1]).logits[0]
+        total += F.cross_entropy(logits.float(), ids[1:], reduction="sum").item()
+        count += seq_len
+    expected = math.exp(total / count)
+    assert heldout_perplexity(model, tmp_path, "valid-text", seq_len, batch_size=4) == pytest.approx(expected, rel=1e-5)
+    assert heldout_perplexity(model, tmp_path, "valid-code", seq_len) is None  # no such slice
+
+
+@pytest.mark.integration
+def test_the_exam_cli_sits_any_model_folder(tiny, tmp_path):
+    import subprocess
+    import sys
+
+    import polars as pl
+
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    out = tmp_path / "results.parquet"
+    run = subprocess.run([sys.executable, "-m", "pipeline.exam", str(tmp_path / "model"), "--profile", "demo",
+                          "--mmlu-limit", "6", "--humaneval-limit", "1", "--max-new-tokens", "8", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout[run.stdout.index("{"):])
+    assert (summary["mmlu_cloze_items"], summary["mmlu_mc_items"], summary["humaneval_items"]) == (6, 6, 1)
+    assert summary["dtype"] == "torch.float32"  # the demo profile's `auto` on a CPU
+    results = pl.read_parquet(out)
+    assert results.height == 13 and set(results["benchmark"]) == {"mmlu_cloze", "mmlu_mc", "humaneval"}
+
+    bad = subprocess.run([sys.executable, "-m", "pipeline.exam", str(tmp_path / "model"), "--profile", "huge"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode != 0 and "profile = 'huge'" in bad.stderr

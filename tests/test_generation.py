@@ -140,3 +140,61 @@ def test_a_fully_journaled_batch_needs_no_teacher(tmp_path):
     assert rows["text"].to_list() == ["answer 0", "answer 1", "answer 2"] and stats.requested == 0
     with pytest.raises(ValueError, match="not in .*j.jsonl and no teacher"):
         generate(plan("text", 4), None, journal, "b", max_tokens=8, teacher_model=MODEL)
+
+
+class CountingForwarder:
+    """A TCP port that forwards to the real teacher and counts the chat requests through it."""
+
+    def __init__(self, target_port: int):
+        import socket
+
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        self.chat_requests = self.health_checks = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source, sink, inbound: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if inbound:
+                    self.chat_requests += data.count(b"POST /v1/chat/completions")
+                    self.health_checks += data.count(b"GET /health")
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.integration
+def test_requests_are_shared_round_robin_over_several_teacher_urls(teacher_url, tmp_path):
+    from urllib.parse import urlparse
+
+    port = urlparse(teacher_url).port
+    first, second = CountingForwarder(port), CountingForwarder(port)
+    try:
+        client = TeacherClient([first.url, second.url], MODEL, concurrency=4)
+        rows, stats = generate(plan("text", 6), client, tmp_path / "j.jsonl", "b", max_tokens=8, teacher_model=MODEL)
+    finally:
+        first.close()
+        second.close()
+    assert rows.height == 6 and stats.requested == 6
+    assert (first.chat_requests, second.chat_requests) == (3, 3)
+    assert first.health_checks >= 1 and second.health_checks >= 1  # each URL is checked before use

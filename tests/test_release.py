@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from huggingface_hub.errors import HfHubHTTPError
 
 from pipeline.release import cards, folders, publish
 from pipeline.rows import SCHEMA, conform
@@ -84,9 +85,12 @@ def test_model_and_dataset_folders_load_offline(tiny_model, tmp_path, monkeypatc
 
 
 class FakeHub(BaseHTTPRequestHandler):
-    """Answers the few hub endpoints that create_repo and upload_folder call, and records them."""
+    """Answers the few hub endpoints that create_repo and upload_folder call, and records them.
+    The first `refusals` repo creations are answered with `refusal_status` instead."""
 
     calls: list[dict] = []
+    refusals = 0
+    refusal_status = 503
 
     def _reply(self, body: dict) -> None:
         payload = json.dumps(body).encode()
@@ -99,6 +103,12 @@ class FakeHub(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - the http.server API
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         FakeHub.calls.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        if self.path == "/api/repos/create" and FakeHub.refusals > 0:
+            FakeHub.refusals -= 1
+            self.send_response(FakeHub.refusal_status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         if self.path == "/api/repos/create":
             return self._reply({"url": f"http://{self.headers['Host']}/someone/tiny"})
         if "/preupload/" in self.path:
@@ -120,7 +130,7 @@ class FakeHub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_hub():
-    FakeHub.calls = []
+    FakeHub.calls, FakeHub.refusals, FakeHub.refusal_status = [], 0, 503
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -145,6 +155,22 @@ def test_publisher_uploads_with_the_token_and_never_writes_it(fake_hub, tmp_path
     out = capsys.readouterr()
     assert TOKEN not in caplog.text + out.out + out.err + repr(published)
     assert not (tmp_path / "local").exists()
+
+
+def test_a_transient_hub_error_is_retried_and_a_refusal_is_not(fake_hub, tmp_path, caplog):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "README.md").write_text("# card")
+    FakeHub.refusals = 1  # 503 once, then the hub answers
+    published = publish.publish(folder, "someone/tiny", "model", TOKEN, tmp_path / "local", endpoint=fake_hub)
+    assert published.remote
+    assert [c["path"] for c in FakeHub.calls].count("/api/repos/create") == 2
+    assert "failed (503), retrying" in caplog.text
+
+    FakeHub.calls, FakeHub.refusals, FakeHub.refusal_status = [], 5, 400  # a bad request: no retry helps
+    with pytest.raises(HfHubHTTPError, match="Bad request"):
+        publish.publish(folder, "someone/tiny", "model", TOKEN, tmp_path / "local", endpoint=fake_hub)
+    assert [c["path"] for c in FakeHub.calls].count("/api/repos/create") == 1
 
 
 def test_without_a_token_the_release_is_a_local_folder(tmp_path):

@@ -1,6 +1,7 @@
 """The sandbox against hostile programs, and HumanEval's own solutions through it."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,12 @@ def test_files_outside_the_sandbox_are_untouched(tmp_path):
 
 
 def test_writing_inside_its_own_folder_is_allowed_and_cleaned_up():
-    before = set(Path("/tmp").glob("schoolhouse-sandbox-*"))
-    assert run_python("open('scratch.txt', 'w').write('ok')\nassert open('scratch.txt').read() == 'ok'", FAST).passed
-    assert set(Path("/tmp").glob("schoolhouse-sandbox-*")) == before
+    folders = Path(tempfile.gettempdir())  # where mkdtemp makes each program's folder
+    before = set(folders.glob("schoolhouse-sandbox-*"))
+    source = "import os\nopen('scratch.txt', 'w').write('ok')\nassert open('scratch.txt').read() == 'ok'\n"
+    source += f"assert os.path.dirname(os.getcwd()) == {str(folders)!r}"
+    assert run_python(source, FAST).passed
+    assert set(folders.glob("schoolhouse-sandbox-*")) == before
 
 
 def test_environment_is_scrubbed(monkeypatch):

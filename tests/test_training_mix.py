@@ -1,0 +1,39 @@
+"""The training mix: a stable held-out split, one shard per source, a source too small fails."""
+
+import polars as pl
+import pytest
+
+from pipeline.settings import resolve
+from pipeline.training.mix import build_training_mix, split_heldout
+from tests.test_curation import PROSE, rows
+from trainers.data import PackedTokens, read_meta
+
+
+def test_the_heldout_split_is_stable_as_batches_arrive():
+    first = rows(*[("text", f"{PROSE} {i}") for i in range(400)], prefix="a")
+    rejected = first.with_columns(status=pl.lit("rejected"), id=pl.col("id") + "x")
+    train, heldout = split_heldout(pl.concat([first, rejected]), fraction=0.1, seed=0)
+    assert train.height + heldout.height == 400  # rejected rows are in neither
+    assert 20 <= heldout.height <= 60
+    assert not set(train["id"]) & set(heldout["id"])
+    more = pl.concat([first, rows(*[("text", f"{PROSE} more {i}") for i in range(400)], prefix="b")])
+    train2, heldout2 = split_heldout(more, fraction=0.1, seed=0)
+    assert set(heldout["id"]) <= set(heldout2["id"]) and set(train["id"]) <= set(train2["id"])
+    assert split_heldout(first, fraction=0.1, seed=1)[1]["id"].to_list() != heldout["id"].to_list()
+
+
+def test_kept_rows_become_one_shard_per_source(embedded_teacher_dir, tmp_path):
+    code = "### Function\n```python\ndef f(x):\n    return x\n```\n" * 20
+    frame = rows(*[("text", f"{PROSE} {i}") for i in range(60)], *[("code", f"{code}{i}") for i in range(60)])
+    settings = resolve("demo", {"training": {"seq_len": 64, "heldout_fraction": 0.2}}).training
+    shards = build_training_mix(frame, settings, str(embedded_teacher_dir), tmp_path)
+    assert set(shards) == {"train-code", "train-text", "valid-code", "valid-text"}
+    assert shards["train-text"]["documents"] + shards["valid-text"]["documents"] == 60
+    assert read_meta(tmp_path)["shards"] == shards
+    assert PackedTokens(tmp_path, "train-code", 64, seed=0).windows > 1
+
+    small = resolve("demo", {"training": {"seq_len": 1000, "model_overrides": {"max_position_embeddings": 1024},
+                                          "mixture": {"code": 0.5, "text": 0.5}}}).training  # fmt: skip
+    one_of_each = pl.concat([frame.filter(pl.col("domain") == domain).head(1) for domain in ("code", "text")])
+    with pytest.raises(ValueError, match=r"training.mixture.code = 0.5 but the code source has \d+ tokens"):
+        build_training_mix(one_of_each, small, str(embedded_teacher_dir), tmp_path / "small")
