@@ -12,6 +12,7 @@ from pipeline.curation.decontamination import decontaminate, exam_indexes, find_
 from pipeline.curation.dedup import SignatureStore, exact_dedup, near_dedup, normalized_text
 from pipeline.curation.minhash import MinHashParams
 from pipeline.rows import KEPT, SCHEMA, counts_by_reason
+from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
 
 
 def _metadata(frame: pl.DataFrame, stage: str) -> dict:
@@ -28,10 +29,14 @@ def _metadata(frame: pl.DataFrame, stage: str) -> dict:
 
 
 @dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
-def curated(schoolhouse: Schoolhouse, generations: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def curated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
+            generations: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Gopher prose rules on text rows; code rows run their own tests in the sandbox (per batch)."""
-    frame = curate(generations, schoolhouse.settings.curation)
-    return dg.Output(frame, metadata=_metadata(frame, "curation"))
+    cfg = schoolhouse.settings.curation
+    if cfg.sandbox == SandboxMode.unconfined:
+        context.log.warning(UNCONFINED_WARNING)
+    frame = curate(generations, cfg)
+    return dg.Output(frame, metadata={**_metadata(frame, "curation"), "sandbox": cfg.sandbox})
 
 
 @dg.asset(group_name="curation", kinds={"polars"})

@@ -15,16 +15,20 @@ from pipeline.exam.models import load_model
 from pipeline.exam.perplexity import heldout_perplexity
 from pipeline.exam.scores import forgetting, summarize
 from pipeline.exam.sitting import sit_exam
+from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
 from pipeline.teacher.weights import EMBEDDED_TEACHER_NAME, embedded_teacher
 from pipeline.training.mix import DOMAINS
 
 
 @dg.asset(group_name="exam", kinds={"pytorch"}, pool="gpu")
-def exam_report(schoolhouse: Schoolhouse, student_model: Path, training_mix: Path) -> dg.Output[pl.DataFrame]:
+def exam_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, student_model: Path,
+                training_mix: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Per-item results (Parquet) with accuracy per benchmark, micro and macro over subjects."""
     cfg = schoolhouse.settings.exam
+    if schoolhouse.settings.curation.sandbox == SandboxMode.unconfined:
+        context.log.warning(UNCONFINED_WARNING)
     model, tokenizer = load_model(student_model, cfg.dtype)
-    results = sit_exam(model, tokenizer, cfg)
+    results = sit_exam(model, tokenizer, cfg, schoolhouse.settings.curation.sandbox)
     summary = summarize(results)
     seq_len = schoolhouse.settings.training.seq_len
     perplexity = {domain: heldout_perplexity(model, training_mix, f"valid-{domain}", seq_len) for domain in DOMAINS}

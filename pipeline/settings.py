@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.sandbox.pool import SandboxMode
 from trainers.config import TrainConfig, describe
 
 
@@ -106,6 +107,13 @@ class CurationSettings(_Settings):
     verify_jaccard: float = Field(0.0, ge=0, le=1, description="Check LSH pairs' true Jaccard (0 = off).")
     min_kept_rows: int = Field(1, ge=0, description="Blocking check: fewer kept rows stop the run.")
     sandbox_timeout_s: float = Field(10.0, gt=0, description="Wall time per code row's tests.")
+    sandbox: SandboxMode = Field(
+        SandboxMode.isolated,
+        description="isolated: every generated program (exercises, HumanEval answers) runs in a bubblewrap "
+        "sandbox, and the step fails if the machine cannot isolate; unconfined: resource limits only, on "
+        "purpose (warned in every run and written into the dataset card).",
+    )
+    sandbox_workers: int = Field(0, ge=0, description="Programs run at once, one sandbox each (0 = one per core).")
 
 
 class TrainingSettings(TrainConfig):

@@ -3,18 +3,17 @@
 On a CPU the trainer is one process; with GPUs it is DeepSpeed's launcher, which starts one
 process per GPU (and, given a hostfile, per GPU of every node listed, over ssh/pdsh). Either way
 the trainer runs in a process group of its own: SIGINT or SIGTERM here (what Dagster sends when a
-run is cancelled) stops the whole group, and if this process is killed outright the group is
-told to stop too, so a cancelled run leaves no rank holding a GPU.
+run is cancelled) stops the whole group, and if this process is killed outright the group's
+guard kills it (see `trainers.processes`), so a cancelled run leaves no rank holding a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 
-from trainers.processes import own_group_dying_with_parent, stop_group
+from trainers.processes import start_group, stop_group
 
 
 def trainer_command(config: str, num_gpus: int, hostfile: str = "") -> list[str]:
@@ -33,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hostfile", default="")
     args = parser.parse_args(argv)
 
-    child = subprocess.Popen(trainer_command(args.config, args.num_gpus, args.hostfile),
-                             preexec_fn=own_group_dying_with_parent)  # fmt: skip
+    child = start_group(trainer_command(args.config, args.num_gpus, args.hostfile))
 
     def stop(signum, _frame):
         stop_group(child)

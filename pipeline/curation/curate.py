@@ -10,11 +10,11 @@ import logging
 
 import polars as pl
 
-from pipeline.curation.exercises import check_exercise
+from pipeline.curation.exercises import exercise_program, judge
 from pipeline.curation.rules import document_reason, first_reason, table_rules
 from pipeline.progress import Progress
 from pipeline.rows import KEPT, reject
-from pipeline.sandbox import Limits
+from pipeline.sandbox.pool import Limits, run_many
 from pipeline.settings import CurationSettings
 
 log = logging.getLogger("schoolhouse.curation")
@@ -29,19 +29,30 @@ def apply_prose_rules(frame: pl.DataFrame, settings: CurationSettings) -> pl.Dat
     return reject(frame, pl.when(KEPT & IS_TEXT).then(pl.lit("curation:") + by_document))
 
 
+def sandbox_limits(settings: CurationSettings) -> Limits:
+    return Limits(wall_s=settings.sandbox_timeout_s, cpu_s=max(1, int(settings.sandbox_timeout_s)))
+
+
 def apply_code_tests(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
+    """Each kept code row's exercise runs its own tests, a sandbox per worker, all concurrently."""
     code_rows = frame.filter(KEPT & IS_CODE)
     if not code_rows.height:
         return frame
-    limits = Limits(wall_s=settings.sandbox_timeout_s, cpu_s=max(1, int(settings.sandbox_timeout_s)))
-    progress = Progress("code tests", code_rows.height, log)
-    ids, reasons, checks = [], [], []
+    ids, programs, found = [], [], {}
     for row_id, text in code_rows.select("id", "text").iter_rows():
-        reason, measured = check_exercise(text, limits)
-        ids.append(row_id)
-        reasons.append(reason)
-        checks.append(json.dumps(measured))
-        progress.advance()
+        program = exercise_program(text)
+        if isinstance(program, str):
+            ids.append(row_id)
+            programs.append(program)
+        else:
+            found[row_id] = program
+    progress = Progress("code tests", len(programs), log)
+    outcomes = run_many(programs, sandbox_limits(settings), workers=settings.sandbox_workers, mode=settings.sandbox,
+                        on_done=lambda _: progress.advance())  # fmt: skip
+    found.update({row_id: judge(outcome) for row_id, outcome in zip(ids, outcomes, strict=True)})
+    ids = list(found)
+    reasons = [found[i][0] for i in ids]
+    checks = [json.dumps(found[i][1]) for i in ids]
     verdicts = pl.DataFrame({"id": ids, "code_reason": reasons, "code_checks": checks},
                             schema={"id": pl.String, "code_reason": pl.String, "code_checks": pl.String})  # fmt: skip
     frame = frame.join(verdicts, on="id", how="left", maintain_order="left")

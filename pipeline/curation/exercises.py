@@ -6,7 +6,7 @@ import ast
 import re
 
 from pipeline.markdown import fenced_python_blocks
-from pipeline.sandbox import Limits, run_python
+from pipeline.sandbox.pool import Outcome
 
 
 def exercise_parts(text: str) -> tuple[str, str] | None:
@@ -20,8 +20,9 @@ def exercise_parts(text: str) -> tuple[str, str] | None:
     return None
 
 
-def check_exercise(text: str, limits: Limits) -> tuple[str | None, dict]:
-    """Run a code exercise's tests against its solution; (reason or None, what was measured)."""
+def exercise_program(text: str) -> str | tuple[str, dict]:
+    """The program that runs an exercise's tests against its solution, or (reason, what was
+    found) when there is nothing runnable: no exercise format, or code that does not parse."""
     parts = exercise_parts(text)
     if parts is None:
         return "curation:code_format", {"code": "no function block followed by a block of asserts"}
@@ -31,6 +32,10 @@ def check_exercise(text: str, limits: Limits) -> tuple[str | None, dict]:
             ast.parse(source)
         except SyntaxError as error:
             return "curation:syntax_error", {"code": f"{name}: {error.msg} (line {error.lineno})"}
-    outcome = run_python(solution + "\n\n" + tests, limits)
+    return solution + "\n\n" + tests
+
+
+def judge(outcome: Outcome) -> tuple[str | None, dict]:
+    """(reason or None, what was measured) for a program's outcome in the sandbox."""
     checks = {"code": outcome.status, "why": outcome.reason, "seconds": round(outcome.seconds, 3)}
     return (None if outcome.passed else f"curation:tests_{outcome.status}"), checks

@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--out", default="", help="Parquet file for the per-item results")
+    parser.add_argument("--sandbox", default="isolated", choices=["isolated", "unconfined"],
+                        help="how HumanEval programs run (see curation.sandbox)")  # fmt: skip
     args = parser.parse_args(argv)
     overrides = {"mmlu_limit": args.mmlu_limit, "mmlu_shots": args.shots, "humaneval_limit": args.humaneval_limit,
                  "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "dtype": args.dtype}  # fmt: skip
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model, tokenizer = load_model(args.model_dir, cfg.dtype)
     started = time.perf_counter()
-    results = sit_exam(model, tokenizer, cfg)
+    results = sit_exam(model, tokenizer, cfg, args.sandbox)
     seconds = time.perf_counter() - started
     if args.out:
         results.write_parquet(args.out)

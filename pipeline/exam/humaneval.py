@@ -10,7 +10,7 @@ import polars as pl
 from pipeline.exam.data import HumanEvalProblem
 from pipeline.exam.tasks import tasks
 from pipeline.progress import Progress
-from pipeline.sandbox import Limits, run_many
+from pipeline.sandbox.pool import Limits, SandboxMode, run_many
 
 log = logging.getLogger("schoolhouse.exam")
 
@@ -21,8 +21,8 @@ def truncate_completion(text: str, stops: tuple[str, ...] | None = None) -> str:
     return text[:cut]
 
 
-def humaneval(model, tokenizer, problems: list[HumanEvalProblem], max_new_tokens: int,
-              batch_size: int, timeout_s: float) -> pl.DataFrame:  # fmt: skip
+def humaneval(model, tokenizer, problems: list[HumanEvalProblem], max_new_tokens: int, batch_size: int,
+              timeout_s: float, sandbox: SandboxMode = SandboxMode.isolated) -> pl.DataFrame:  # fmt: skip
     """Greedy pass@1: each completion runs against the problem's tests in the sandbox."""
     import torch
 
@@ -43,15 +43,18 @@ def humaneval(model, tokenizer, problems: list[HumanEvalProblem], max_new_tokens
             for row in out[:, batch.input_ids.shape[1] :]:
                 completions.append(truncate_completion(tokenizer.decode(row, skip_special_tokens=True), task.until))
             progress.advance(len(chunk))
-    return score_completions(problems, completions, timeout_s)
+    return score_completions(problems, completions, timeout_s, sandbox)
 
 
-def score_completions(problems: list[HumanEvalProblem], completions: list[str], timeout_s: float) -> pl.DataFrame:
+def score_completions(problems: list[HumanEvalProblem], completions: list[str], timeout_s: float,
+                      sandbox: SandboxMode = SandboxMode.isolated) -> pl.DataFrame:  # fmt: skip
     """Run each completion with its problem's tests; one result row per problem."""
     task = tasks()["humaneval"]
     programs = [task.program.render(prompt=p.prompt, completion=c, test=p.test, entry_point=p.entry_point)
                 for p, c in zip(problems, completions, strict=True)]  # fmt: skip
-    outcomes = run_many(programs, Limits(wall_s=timeout_s, cpu_s=max(1, int(timeout_s))))
+    progress = Progress("HumanEval programs", len(programs), log)
+    outcomes = run_many(programs, Limits(wall_s=timeout_s, cpu_s=max(1, int(timeout_s))), mode=sandbox,
+                        on_done=lambda _: progress.advance())  # fmt: skip
     return pl.DataFrame(
         [{"benchmark": task.name, "item": p.task_id, "subject": "python",
           "predicted": c[:2000], "target": "tests pass", "correct": o.passed,

@@ -7,15 +7,18 @@ import polars as pl
 from pipeline.exam.data import read_humaneval, read_mmlu
 from pipeline.exam.humaneval import humaneval
 from pipeline.exam.mmlu import mmlu, pick_items
+from pipeline.sandbox.pool import SandboxMode
 from pipeline.settings import ExamSettings
 
 
-def sit_exam(model, tokenizer, cfg: ExamSettings) -> pl.DataFrame:
+def sit_exam(model, tokenizer, cfg: ExamSettings, sandbox: SandboxMode = SandboxMode.isolated) -> pl.DataFrame:
     """Per-item results (benchmark, item, subject, predicted, target, correct, detail)."""
     all_items = read_mmlu()
     items = pick_items(all_items, cfg.mmlu_limit, cfg.seed)
     results = [mmlu(model, tokenizer, items, all_items, cfg.mmlu_shots, cfg.batch_size, cfg.seed)]
     problems = read_humaneval()[: cfg.humaneval_limit or None]
     if problems:
-        results.append(humaneval(model, tokenizer, problems, cfg.max_new_tokens, cfg.batch_size, cfg.timeout_s))
+        results.append(
+            humaneval(model, tokenizer, problems, cfg.max_new_tokens, cfg.batch_size, cfg.timeout_s, sandbox)
+        )
     return pl.concat(results)

@@ -50,8 +50,15 @@ def model_card(model_name: str, license: str, teacher: str, scores: dict[str, fl
     )
 
 
-def data_summary(rows: pl.DataFrame) -> dict[str, object]:
-    """What the card says about the training data: batches, kept tokens, rejection rates."""
+SANDBOX_LINES = {
+    "isolated": "in a bubblewrap sandbox (own user, mount, network and PID namespaces, read-only system)",
+    "unconfined": "WITHOUT isolation (curation.sandbox: unconfined): resource limits only",
+}
+
+
+def data_summary(rows: pl.DataFrame, sandbox: str = "isolated") -> dict[str, object]:
+    """What the card says about the training data: batches, kept tokens, rejection rates, and how
+    the generated code was run."""
     kept = rows.filter(KEPT)
     total = max(rows.height, 1)
 
@@ -68,10 +75,11 @@ def data_summary(rows: pl.DataFrame) -> dict[str, object]:
         "rejected by quality rules and code tests": rate("curation"),
         "duplicate rate (exact + near)": rate("dedup"),
         "contamination rate": rate("decontamination"),
+        "code tests ran": SANDBOX_LINES[sandbox],
     }
 
 
-def dataset_card(rows: pl.DataFrame, teacher: str, license: str) -> DatasetCard:
+def dataset_card(rows: pl.DataFrame, teacher: str, license: str, sandbox: str = "isolated") -> DatasetCard:
     """The card of the kept rows, published as `data/train-*.parquet`."""
     kept = rows.filter(KEPT)
     card_data = DatasetCardData(
@@ -79,7 +87,7 @@ def dataset_card(rows: pl.DataFrame, teacher: str, license: str) -> DatasetCard:
         task_categories=["text-generation"], tags=["synthetic", "schoolhouse"],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
     )  # fmt: skip
-    summary = dict(data_summary(rows))
+    summary = dict(data_summary(rows, sandbox))
     summary["by domain"] = dict(kept.group_by("domain").len().sort("domain").iter_rows())
     return DatasetCard.from_template(
         card_data, template_str=_template("dataset_card.md"), pretty_name="schoolhouse synthetic textbooks",

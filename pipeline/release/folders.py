@@ -26,8 +26,8 @@ def build_model_folder(model_dir: Path, card: ModelCard, out: Path) -> Path:
     return out
 
 
-def build_dataset_folder(rows: pl.DataFrame, out: Path, teacher: str, license: str,
-                         rows_per_shard: int = 50_000) -> Path:  # fmt: skip
+def build_dataset_folder(rows: pl.DataFrame, out: Path, teacher: str, license: str, rows_per_shard: int = 50_000,
+                         sandbox: str = "isolated") -> Path:  # fmt: skip
     """The kept rows as `data/train-0000i-of-0000n.parquet` shards with a dataset card."""
     kept = rows.filter(KEPT).drop("status", "reason", "contamination")
     if out.exists():
@@ -37,5 +37,5 @@ def build_dataset_folder(rows: pl.DataFrame, out: Path, teacher: str, license: s
     for i in range(shards):
         part = kept.slice(i * rows_per_shard, rows_per_shard)
         part.write_parquet(out / "data" / f"train-{i:05d}-of-{shards:05d}.parquet")
-    dataset_card(rows, teacher, license).save(out / "README.md")
+    dataset_card(rows, teacher, license, sandbox).save(out / "README.md")
     return out

@@ -7,6 +7,7 @@ and stops the whole group, engine workers included.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -19,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainers.processes import own_group_dying_with_parent, stop_group
+from trainers.processes import start_group, stop_group
+
+log = logging.getLogger("schoolhouse.teacher")
 
 
 class TeacherUnreachable(RuntimeError):
@@ -51,6 +54,37 @@ def wait_until_healthy(base_url: str, timeout_s: float, alive=lambda: True) -> N
             raise TeacherUnreachable(f"teacher server for {base_url} exited before it was ready")
         time.sleep(1.0)
     raise TeacherUnreachable(f"teacher at {base_url} did not answer {_health_url(base_url)} within {timeout_s:.0f}s")
+
+
+def drain(stream, log_path: Path | None, on_line: Callable[[str], None] | None = None) -> None:
+    """Read a child's output to its end, whatever happens to the log file or the callback: a pipe
+    nobody reads fills up and blocks the child that writes to it."""
+    sink = None
+    if log_path:
+        try:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)  # a fresh state folder has no logs/
+            sink = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as error:
+            log.warning("cannot write the server log %s (%s); its output is still read", log_path, error)
+    try:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if sink:
+                try:
+                    sink.write(line + "\n")
+                    sink.flush()
+                except OSError as error:
+                    log.warning("server log %s failed (%s); its output is still read", log_path, error)
+                    sink = None
+            if on_line and line:
+                try:
+                    on_line(line)
+                except Exception:  # noqa: BLE001 - a broken callback must not stop the reading
+                    log.exception("server line callback failed; its output is still read")
+                    on_line = None
+    finally:
+        if sink:
+            sink.close()
 
 
 @dataclass
@@ -109,13 +143,8 @@ class VllmServer:
 
     def start(self, on_line: Callable[[str], None] | None = None) -> VllmServer:
         """Start the server and wait for /health; its output goes to `log_path` and `on_line`."""
-        self._process = subprocess.Popen(
-            self.command(),
-            env=self.environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            preexec_fn=own_group_dying_with_parent,
-        )
+        self._process = start_group(self.command(), env=self.environment(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
         self._pump = threading.Thread(target=self._stream_log, args=(on_line,), daemon=True)
         self._pump.start()
         try:
@@ -126,21 +155,7 @@ class VllmServer:
         return self
 
     def _stream_log(self, on_line: Callable[[str], None] | None) -> None:
-        process = self._process
-        if self.log_path:  # a fresh state folder has no logs/ yet
-            Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
-        sink = open(self.log_path, "a", encoding="utf-8") if self.log_path else None
-        try:
-            for raw in process.stdout:
-                line = raw.decode("utf-8", "replace").rstrip()
-                if sink:
-                    sink.write(line + "\n")
-                    sink.flush()
-                if on_line and line:
-                    on_line(line)
-        finally:
-            if sink:
-                sink.close()
+        drain(self._process.stdout, self.log_path, on_line)
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
