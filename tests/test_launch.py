@@ -38,7 +38,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("how", ["cancel", "kill"])
+@pytest.mark.parametrize("how", ["cancel", "kill", "kill with SIGTERM ignored"])
 def test_stopping_the_launcher_stops_the_trainer(tmp_path, how):
     from tests.test_trainer import write_packed_text
 
@@ -47,15 +47,20 @@ def test_stopping_the_launcher_stops_the_trainer(tmp_path, how):
     config.write_text(json.dumps({"data_dir": str(data), "out_dir": str(tmp_path / "out"), "seq_len": 32,
                                   "micro_batch_size": 2, "max_steps": 100_000, "log_every": 1,
                                   "mixture": {"text": 1.0}}))  # fmt: skip
+    # "SIGTERM ignored": the environment that starts the launcher ignores SIGTERM, and so would
+    # everything it starts if dispositions were inherited.
+    ignore = (lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)) if "ignored" in how else None
     launcher = subprocess.Popen([sys.executable, "-m", "trainers.launch", "--config", str(config)],
-                                env={**os.environ, "MASTER_PORT": "29811"}, stderr=subprocess.PIPE)  # fmt: skip
+                                env={**os.environ, "MASTER_PORT": "29811"}, stderr=subprocess.PIPE,
+                                preexec_fn=ignore)  # fmt: skip
     metrics = tmp_path / "out" / "metrics.jsonl"
     deadline = time.monotonic() + 300
     while not metrics.exists() or not metrics.read_text().strip():
         assert launcher.poll() is None, launcher.stderr.read()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    (trainer,) = _children(launcher.pid)
+    (guard,) = _children(launcher.pid)
+    (trainer,) = _children(guard)
     if how == "cancel":  # what Dagster's Pipes client sends when a run is cancelled
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=60) != 0
@@ -63,9 +68,9 @@ def test_stopping_the_launcher_stops_the_trainer(tmp_path, how):
         launcher.kill()
         launcher.wait()
     deadline = time.monotonic() + 60
-    while _alive(trainer) and time.monotonic() < deadline:
+    while (_alive(trainer) or _alive(guard)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(trainer)
+    assert not _alive(trainer) and not _alive(guard)
 
 
 def test_replay_documents_from_parquet_and_from_a_datasets_folder(tmp_path):

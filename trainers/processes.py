@@ -39,11 +39,9 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
-def own_group_dying_with_parent() -> None:
-    """In the child (preexec_fn): its own process group, default signals, SIGKILL when its parent dies."""
+def _guard_setup() -> None:
     os.setsid()
     reset_signals()
-    die_with_parent()
 
 
 def _in_child() -> None:
@@ -56,7 +54,8 @@ def start_group(command: list[str], **popen: object) -> subprocess.Popen:
     """Start `command` in a process group of its own, led by a guard that kills the group when
     this process dies. The returned process is the guard; its exit code is the command's."""
     guard = [sys.executable, "-m", "trainers.processes", "--parent", str(os.getpid()), "--", *command]
-    return subprocess.Popen(guard, preexec_fn=own_group_dying_with_parent, **popen)
+    # No parent-death signal for the guard itself: it must outlive us long enough to kill the group.
+    return subprocess.Popen(guard, preexec_fn=_guard_setup, **popen)
 
 
 def stop_group(process: subprocess.Popen, grace_s: float = 20.0) -> None:

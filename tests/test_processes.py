@@ -1,0 +1,94 @@
+"""Nothing the pipeline starts outlives it: process groups under a guard, default signal
+dispositions whatever the starter ignored, and child output always drained."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.teacher.server import drain
+
+# A starter that ignores SIGTERM (as some shells and supervisors leave it), starts a group whose
+# members also try to ignore SIGTERM, prints their pids, then waits to be killed.
+STARTER = textwrap.dedent("""
+    import signal, subprocess, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from trainers.processes import start_group
+    tree = "trap '' TERM; sleep 300 & sleep 300 & echo $$ $(jobs -p); wait"
+    group = start_group(["bash", "-c", tree], stdout=subprocess.PIPE, text=True)
+    print(group.pid, group.stdout.readline().strip(), flush=True)
+    time.sleep(300)
+""")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def sigterm_disposition(pid: int) -> bool:
+    """Whether SIGTERM is ignored by `pid` (SigIgn in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    raise AssertionError("no SigIgn line")
+
+
+def test_a_killed_starter_takes_its_whole_group_with_it():
+    starter = subprocess.Popen([sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))  # fmt: skip
+    pids = [int(p) for p in starter.stdout.readline().split()]
+    guard, members = pids[0], pids[1:]
+    assert len(members) == 3 and all(alive(p) for p in pids)
+    assert sigterm_disposition(starter.pid)  # the starter's environment ignores SIGTERM...
+    assert not sigterm_disposition(guard)  # ...and the guard does not inherit that
+    starter.kill()  # SIGKILL: no handler, no cleanup in the starter
+    starter.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids), [p for p in pids if alive(p)]
+
+
+def test_the_guard_returns_the_commands_exit_code():
+    from trainers.processes import start_group, stop_group
+
+    group = start_group(["sh", "-c", "exit 7"])
+    assert group.wait(timeout=30) == 7
+    stopped = start_group(["sleep", "300"])
+    time.sleep(0.5)
+    stop_group(stopped, grace_s=5)
+    assert stopped.returncode is not None
+
+
+def test_output_is_drained_even_when_the_log_and_the_callback_fail(tmp_path):
+    """A fresh state folder has no logs/; a callback may raise: the child must never block on a full pipe."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys\nfor i in range(200_000): print('line', i)"],
+                             stdout=subprocess.PIPE)  # fmt: skip
+    log_path = tmp_path / "fresh-state" / "logs" / "vllm.log"
+
+    def callback(line: str) -> None:
+        raise RuntimeError("a broken callback")
+
+    drain(child.stdout, log_path, callback)
+    assert child.wait(timeout=60) == 0
+    lines = log_path.read_text().splitlines()
+    assert len(lines) == 200_000 and lines[-1] == "line 199999"
+
+
+@pytest.mark.parametrize("where", ["unwritable"])
+def test_output_is_drained_when_the_log_cannot_be_opened(tmp_path, where):
+    blocker = tmp_path / "logs"
+    blocker.write_text("a file where the folder should be")
+    child = subprocess.Popen([sys.executable, "-c", "print('x' * 100_000 * 20)"], stdout=subprocess.PIPE)
+    drain(child.stdout, blocker / "vllm.log")
+    assert child.wait(timeout=60) == 0
+    assert os.path.isfile(blocker)
