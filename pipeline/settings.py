@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_enum_values=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", use_enum_values=True, frozen=True, validate_default=True)
 
 
 class TeacherMode(str, Enum):

@@ -37,7 +37,7 @@ class Precision(str, Enum):
 class TrainConfig(BaseModel):
     """What one training run does. `data_dir` and `out_dir` are set by whoever starts the run."""
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", use_enum_values=True, frozen=True, validate_default=True)
 
     data_dir: str = Field("", description="Packed token folder (meta.json + train-<source>.bin).")
     out_dir: str = Field("", description="Where checkpoints, metrics and the exported model go.")
