@@ -92,3 +92,50 @@ def test_output_is_drained_when_the_log_cannot_be_opened(tmp_path, where):
     drain(child.stdout, blocker / "vllm.log")
     assert child.wait(timeout=60) == 0
     assert os.path.isfile(blocker)
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+# A pipeline step that starts the teacher with SIGTERM ignored in its environment, then waits.
+VLLM_STEP = textwrap.dedent("""
+    import signal, sys, threading, time
+    from pathlib import Path
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from pipeline.teacher.server import VllmServer, free_port
+    server = VllmServer(model_dir=Path(sys.argv[1]), served_name="teacher", port=free_port(), dtype="float32",
+                        log_path=Path(sys.argv[2]), startup_timeout_s=600)
+    threading.Thread(target=server.start, daemon=True).start()
+    while server._process is None:
+        time.sleep(0.1)
+    print(server._process.pid, flush=True)
+    time.sleep(900)
+""")
+
+
+@pytest.mark.integration
+def test_a_killed_step_leaves_no_vllm_process(embedded_teacher_dir, tmp_path):
+    step = subprocess.Popen([sys.executable, "-c", VLLM_STEP, str(embedded_teacher_dir), str(tmp_path / "vllm.log")],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    group = int(step.stdout.readline())
+    deadline = time.monotonic() + 300
+    while len(group_members(group)) < 4:  # guard, api server, engine core, its worker
+        assert step.poll() is None and time.monotonic() < deadline, (tmp_path / "vllm.log").read_text()[-3000:]
+        time.sleep(0.5)
+    started = group_members(group)
+    step.kill()  # the step dies outright, as a SIGKILLed Dagster run would
+    step.wait()
+    deadline = time.monotonic() + 60
+    while group_members(group) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert group_members(group) == [], f"of {started}, still running: {group_members(group)}"
