@@ -233,4 +233,4 @@ def resolve(profile: str, overrides: dict[str, dict[str, Any]] | None = None) ->
     try:
         return Settings.model_validate(merged)
     except ValidationError as error:
-        raise ConfigError(f"invalid config: {describe(error)}") from None
+        raise ConfigError(f"invalid config (profile {profile}): {describe(error)}") from None

@@ -88,7 +88,7 @@ def test_shipped_profiles_are_files_and_a_user_file_works(tmp_path):
     ("text", "message"),
     [
         ("trainin: {max_steps: 7}\n", r"mine.yaml: unknown stage trainin"),
-        ("training: {max_stepz: 7}\n", r"training.max_stepz = 7: Extra inputs are not permitted"),
+        ("training: {max_stepz: 7}\n", r"mine.yaml\): training.max_stepz = 7: Extra inputs are not permitted"),
         ("training: [1, 2]\n", r"mine.yaml: training must be a mapping"),
         ("extends: mine.yaml\n", r"loops back"),
     ],

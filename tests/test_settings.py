@@ -76,3 +76,16 @@ def test_definitions_load_with_every_stage():
         "topics", "prompts", "generations", "curated", "deduped", "decontaminated",
         "training_mix", "student_model", "exam_report", "model_card", "dataset_card", "hub_release",
     }  # fmt: skip
+
+
+def test_precision_auto_is_bf16_only_where_it_is_native():
+    from trainers.config import chosen_precision
+
+    avx2 = "processor : 0\nflags : fpu sse avx avx2 fma\n"
+    amx = "processor : 0\nflags : fpu avx2 avx512f amx_bf16 amx_tile\n"
+    assert settings.resolve("demo").training.precision == "auto"
+    assert chosen_precision("auto", on_gpu=False, cpuinfo=avx2)[0] == "fp32"
+    assert "no native bf16" in chosen_precision("auto", on_gpu=False, cpuinfo=avx2)[1]
+    assert chosen_precision("auto", on_gpu=False, cpuinfo=amx)[0] == "bf16"
+    assert chosen_precision("auto", on_gpu=True, cpuinfo=avx2)[0] == "bf16"
+    assert chosen_precision("bf16", on_gpu=False, cpuinfo=avx2) == ("bf16", "as configured")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline.exam.data import read_humaneval, read_mmlu
-from trainers.config import TrainConfig, read_config
+from trainers.config import TrainConfig, native_bf16_cpu, read_config
 from trainers.data import Mixture, PackedTokens, mixture_counts, pack, read_meta, write_meta
 from trainers.train import lr_at, train
 
@@ -67,6 +67,7 @@ def test_trains_with_deepspeed_and_exports_a_loadable_model(packed, tmp_path):
                       max_steps=30, warmup_steps=5, lr=2e-3, log_every=5, zero_stage=2)  # fmt: skip
     summary = train(cfg)
     assert summary["steps"] == 30
+    assert summary["precision"] == ("bf16" if native_bf16_cpu() else "fp32")  # precision: auto
     assert summary["final_loss"] < summary["first_loss"] - 1.0
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 31))

@@ -30,8 +30,34 @@ class Schedule(str, Enum):
 
 
 class Precision(str, Enum):
+    auto = "auto"  # bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX); fp32 elsewhere
     bf16 = "bf16"
     fp32 = "fp32"
+
+
+_NATIVE_BF16 = {"avx512_bf16", "amx_bf16"}
+
+
+def native_bf16_cpu(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (on AVX2 alone, bf16 matmuls are emulated)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = open("/proc/cpuinfo", encoding="utf-8").read()
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    return bool(flags & _NATIVE_BF16)
+
+
+def chosen_precision(precision: str, on_gpu: bool, cpuinfo: str | None = None) -> tuple[str, str]:
+    """(bf16 | fp32, why) for a configured precision."""
+    if precision != Precision.auto:
+        return Precision(precision).value, "as configured"
+    if on_gpu:
+        return "bf16", "auto: a GPU"
+    if native_bf16_cpu(cpuinfo):
+        return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
+    return "fp32", "auto: this CPU has no native bf16, so bf16 would be emulated and many times slower"
 
 
 class TrainConfig(BaseModel):
@@ -65,7 +91,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3 (one CPU process: 0).")
-    precision: Precision = Field(Precision.bf16)
+    precision: Precision = Field(
+        Precision.auto, description="auto: bf16 on GPUs and on CPUs with native bf16, else fp32; or bf16, fp32."
+    )
     loss_chunk_tokens: int = Field(
         4096, ge=0, description="Tokens per chunk of the fused head + loss (0 = full logits)."
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.config import TrainConfig, read_config
+from trainers.config import TrainConfig, chosen_precision, read_config
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -99,12 +99,12 @@ def _distributed_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
-def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
+def deepspeed_config(cfg: TrainConfig, on_gpu: bool, precision: str) -> dict:
     return {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.grad_accum_steps,
         "gradient_clipping": cfg.grad_clip,
-        "bf16": {"enabled": cfg.precision == "bf16"},
+        "bf16": {"enabled": precision == "bf16"},
         "zero_optimization": {"stage": cfg.zero_stage},
         "optimizer": {
             "type": "AdamW",
@@ -175,6 +175,8 @@ class Run:
     on_gpu: bool
     parameters: int
     flops_per_token: float
+    precision: str  # bf16 | fp32, what `auto` became
+    precision_why: str
 
     @property
     def out_dir(self) -> Path:
@@ -213,6 +215,7 @@ def setup(cfg: TrainConfig) -> Run:
     from trainers.model import parameter_count
 
     on_gpu = torch.cuda.is_available()
+    precision, why = chosen_precision(cfg.precision, on_gpu)
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -223,7 +226,7 @@ def setup(cfg: TrainConfig) -> Run:
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(cfg, on_gpu),
+        config=deepspeed_config(cfg, on_gpu, precision),
         # DeepSpeed steps the schedule at each optimizer step and saves it in checkpoints.
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_at(step, cfg) / cfg.lr),
     )
@@ -232,7 +235,7 @@ def setup(cfg: TrainConfig) -> Run:
     per_token = flops_per_token(n_params - config.vocab_size * config.hidden_size, config.num_hidden_layers,
                                 config.hidden_size, cfg.seq_len)  # fmt: skip
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    return Run(cfg, engine, mixture, meta, int(os.environ["RANK"]), world, on_gpu, n_params, per_token)
+    return Run(cfg, engine, mixture, meta, int(os.environ["RANK"]), world, on_gpu, n_params, per_token, precision, why)
 
 
 def train_step(run: Run) -> tuple[float, float]:
@@ -355,7 +358,7 @@ def train(cfg: TrainConfig) -> dict:
         report.log(
             f"training {cfg.init_from or cfg.size} ({run.parameters / 1e6:.1f}M parameters) from step {step} "
             f"to {cfg.max_steps}: {run.tokens_per_step:,} tokens per step, mixture {run.mixture.counts} "
-            f"sequences, ZeRO-{cfg.zero_stage}, {run.world} process(es)"
+            f"sequences, ZeRO-{cfg.zero_stage}, {run.world} process(es), {run.precision} ({run.precision_why})"
         )
         progress = ProgressLog(run, report, metrics)
         started = time.perf_counter()
@@ -380,6 +383,7 @@ def train(cfg: TrainConfig) -> dict:
             "tokens_per_s": round(run.tokens_per_step * trained / seconds, 1) if trained else None,
             "mixture_sequences_per_step": run.mixture.counts,
             "zero_stage": cfg.zero_stage,
+            "precision": run.precision,
             "world_size": run.world,
             "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if run.on_gpu else None,
         }
