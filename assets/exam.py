@@ -13,7 +13,7 @@ from pipeline.exam.data import read_mmlu
 from pipeline.exam.mmlu import mmlu, pick_items
 from pipeline.exam.models import load_model
 from pipeline.exam.perplexity import heldout_perplexity
-from pipeline.exam.scores import forgetting, summarize
+from pipeline.exam.scores import forgetting, overall_delta, summarize
 from pipeline.exam.sitting import sit_exam
 from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
 from pipeline.teacher.weights import EMBEDDED_TEACHER_NAME, embedded_teacher
@@ -80,13 +80,17 @@ def _forgetting_report(schoolhouse: Schoolhouse, student: pl.DataFrame) -> dict:
     for name, folder in reference_models(schoolhouse).items():
         model, tokenizer = load_model(folder, cfg.dtype)
         reference = mmlu(model, tokenizer, items, all_items, cfg.mmlu_shots, cfg.batch_size, cfg.seed)
-        report = forgetting(student, reference, cfg.forgetting_threshold)
+        report = forgetting(student, reference, cfg.forgetting_threshold, cfg.forgetting_min_items, seed=cfg.seed)
         report.write_parquet(schoolhouse.path("exam", f"forgetting-vs-{name}.parquet"))
-        flagged = report.filter("flagged")
         for benchmark, value in summarize(reference).items():
             if benchmark.endswith("_acc"):
                 metadata[f"{name}_{benchmark}"] = dg.MetadataValue.float(value)
-        metadata[f"subjects_dropped_vs_{name}"] = flagged.height
+        for benchmark in sorted(set(reference["benchmark"])):
+            delta, low, high = overall_delta(student, reference, benchmark, seed=cfg.seed)
+            metadata[f"{benchmark}_delta_vs_{name}"] = dg.MetadataValue.float(delta)
+            metadata[f"{benchmark}_delta_vs_{name}_95ci"] = f"[{low:+.3f}, {high:+.3f}]"
+        metadata[f"subjects_dropped_vs_{name}"] = int(report["flagged"].sum())
+        metadata[f"subjects_with_too_few_items_vs_{name}"] = int(report["verdict"].str.starts_with("too few").sum())
         metadata[f"forgetting_vs_{name}"] = table(report.head(40))
     return metadata
 

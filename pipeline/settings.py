@@ -168,7 +168,10 @@ class ExamSettings(_Settings):
         description="Forgetting report against: 'teacher' (when its weights are local), 'start' "
         "(the checkpoint training.init_from continued from).",
     )
-    forgetting_threshold: float = Field(0.05, ge=0, le=1, description="Flag subjects that drop more than this.")
+    forgetting_threshold: float = Field(
+        0.05, ge=0, le=1, description="Flag subjects that drop more than this, with a 95% interval below zero."
+    )
+    forgetting_min_items: int = Field(10, ge=1, description="Subjects with fewer shared items are never flagged.")
     min_mmlu_cloze_acc: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
     min_humaneval_pass: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
 

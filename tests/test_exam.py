@@ -123,7 +123,7 @@ def test_humaneval_completion_is_cut_at_the_next_top_level_statement():
     assert truncate_completion(text) == "    return x + 1\n\n"
 
 
-def test_forgetting_report_flags_subjects_that_dropped():
+def test_forgetting_report_flags_only_significant_drops():
     import polars as pl
 
     def results(correct_by_subject: dict[str, list[bool]]) -> pl.DataFrame:
@@ -133,11 +133,27 @@ def test_forgetting_report_flags_subjects_that_dropped():
             for s, values in correct_by_subject.items() for i, c in enumerate(values)
         ])  # fmt: skip
 
-    student = results({"anatomy": [True, False, False, False], "virology": [True, True, False, False]})
-    teacher = results({"anatomy": [True, True, False, False], "virology": [True, True, False, False]})
-    report = forgetting(student, teacher, threshold=0.1).sort("subject")
-    assert report["delta"].to_list() == [-0.25, 0.0]
-    assert report["flagged"].to_list() == [True, False]
+    teacher = results({"anatomy": [True] * 30, "virology": [True, False] * 15, "law": [True, True, False]})
+    student = results({"anatomy": [True] * 10 + [False] * 20,  # a clear drop: 20 of 30 lost
+                       "virology": [False, True] * 15,  # as many won as lost: no clear change
+                       "law": [False, False, False]})  # everything lost, but 3 items say little  # fmt: skip
+    report = {r["subject"]: r for r in forgetting(student, teacher, threshold=0.1, min_items=10).iter_rows(named=True)}
+    assert report["anatomy"]["delta"] == pytest.approx(-20 / 30)
+    assert report["anatomy"]["delta_high"] < 0 and report["anatomy"]["flagged"]
+    assert report["virology"]["delta"] == 0 and report["virology"]["delta_low"] < 0 < report["virology"]["delta_high"]
+    assert report["virology"]["verdict"] == "no clear change" and not report["virology"]["flagged"]
+    assert report["law"]["verdict"] == "too few items (< 10)" and not report["law"]["flagged"]
+
+
+def test_the_paired_bootstrap_matches_the_normal_interval_on_a_known_case():
+    import numpy as np
+
+    from pipeline.exam.intervals import paired_bootstrap
+
+    differences = np.array([1.0, 0.0] * 200)  # mean 0.5, standard error 0.5 / sqrt(400) = 0.025
+    low, high = paired_bootstrap(differences, resamples=4000, seed=1)
+    assert low == pytest.approx(0.5 - 1.96 * 0.025, abs=0.006) and high == pytest.approx(0.5 + 1.96 * 0.025, abs=0.006)
+    assert paired_bootstrap(np.full(25, -1.0)) == (-1.0, -1.0)
 
 
 def test_a_right_completion_passes_humaneval_and_a_wrong_one_fails():
