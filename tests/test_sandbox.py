@@ -216,7 +216,8 @@ def test_the_hostile_battery_is_held_and_leaves_no_trace(who, tmp_path):
     shared = Path(tempfile.mkdtemp(prefix="schoolhouse-battery-"))
     try:
         shared.chmod(0o755)
-        shutil.copytree(ROOT / "pipeline" / "sandbox", shared / "sandbox", ignore=shutil.ignore_patterns("__pycache__"))
+        for package in ("pipeline/sandbox", "trainers"):  # the sandbox and the process helpers it uses
+            shutil.copytree(ROOT / package, shared / Path(package).name, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(ROOT / "tests" / "sandbox_battery.py", shared / "battery.py")
         outside = shared / "outside"
         outside.mkdir(mode=0o777)

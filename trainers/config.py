@@ -42,7 +42,7 @@ def native_bf16_cpu(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bf16 natively (on AVX2 alone, bf16 matmuls are emulated)."""
     if cpuinfo is None:
         try:
-            cpuinfo = open("/proc/cpuinfo", encoding="utf-8").read()
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
         except OSError:
             return False
     flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}

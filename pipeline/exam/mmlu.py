@@ -48,13 +48,16 @@ def item_fields(item: MmluItem) -> dict:
 def requests_for(task: Task, item: MmluItem, shots: list[MmluItem]) -> list[Request]:
     """The item's prompt after its shots (each answered), once per choice."""
 
-    def continuation(of: MmluItem, choice: int) -> str:
-        return task.choice.render(**item_fields(of), choice=of.choices[choice], letter=LETTERS[choice])
+    def answered(of: MmluItem, fields: dict, choice: int) -> str:
+        return task.choice.render(**fields, choice=of.choices[choice], letter=LETTERS[choice])
 
-    prefix = "".join(task.render(**item_fields(shot)) + continuation(shot, shot.answer) + task.fewshot_delimiter
-                     for shot in shots)  # fmt: skip
-    context = prefix + task.render(**item_fields(item))
-    return [Request(context, continuation(item, c)) for c in range(len(item.choices))]
+    prefix = ""
+    for shot in shots:
+        fields = item_fields(shot)
+        prefix += task.render(**fields) + answered(shot, fields, shot.answer) + task.fewshot_delimiter
+    fields = item_fields(item)
+    context = prefix + task.render(**fields)
+    return [Request(context, answered(item, fields, c)) for c in range(len(item.choices))]
 
 
 def mmlu(model, tokenizer, items: list[MmluItem], all_items: list[MmluItem], shots: int,

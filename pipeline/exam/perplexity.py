@@ -28,7 +28,7 @@ def heldout_perplexity(model, data_dir: Path, split: str, seq_len: int, max_wind
             batch = torch.from_numpy(windows.next_batch(min(batch_size, n - start))).to(device)
             inputs, targets = batch[:, :-1], batch[:, 1:]
             logits = model(input_ids=inputs).logits
-            for row in range(len(batch)):  # one row's logits at a time: [seq x vocab] in fp32
+            for row in range(len(batch)):  # upcast one row at a time: [seq x vocab] in fp32, not the batch
                 total += F.cross_entropy(logits[row].float(), targets[row], reduction="sum").item()
             tokens += targets.numel()
     return math.exp(total / tokens)

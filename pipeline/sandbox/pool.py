@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
+from trainers.processes import die_with_parent, reset_signals
+
 from .isolation import SYSTEM_PYTHON, bwrap_command, check_isolation
 
 log = logging.getLogger("schoolhouse.sandbox")
@@ -93,15 +95,9 @@ def verdict(answer: dict, nonce: str, limits: Limits) -> Outcome:
 def _child_setup() -> None:
     """Between fork and exec of a worker: its own session, default signal dispositions (an
     ignored SIGTERM in our environment must not reach it), and SIGKILL when we die."""
-    import ctypes
-
     os.setsid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            libc.signal(int(sig), ctypes.c_void_p(0))  # SIG_DFL, also from a non-main thread
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    reset_signals()
+    die_with_parent()
 
 
 class Worker:
