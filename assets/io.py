@@ -49,7 +49,11 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> object:
         key = context.asset_key
         if context.has_asset_partitions:
-            paths = [self._path(key, k, "tables", ".parquet") for k in context.asset_partition_keys]
+            keys = context.asset_partition_keys
+            pointer = self._path(key, keys[0], "pointers", ".json")
+            if len(keys) == 1 and pointer.exists():  # a folder made for one partition
+                return Path(json.loads(pointer.read_text())["path"])
+            paths = [self._path(key, k, "tables", ".parquet") for k in keys]
             present = [p for p in paths if p.exists()]
             if not present:
                 raise FileNotFoundError(

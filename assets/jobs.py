@@ -1,12 +1,14 @@
-"""Jobs and schedules: a new batch per domain every day, training and release every week."""
+"""Jobs and schedules: a new batch per domain every day, training and release every week; the
+experiments' three steps (prepare, each arm, report) as jobs to launch."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from assets.partitions import BATCHES, DOMAINS, batch_key
+from assets.partitions import ARMS, BATCHES, DOMAINS, EXPERIMENTS, batch_key
 
 BATCH_ASSETS = dg.AssetSelection.assets("topics", "prompts", "generations", "curated")
+EXPERIMENT_ASSETS = dg.AssetSelection.groups("experiments")
 
 generate_batch = dg.define_asset_job(
     "generate_batch",
@@ -17,7 +19,7 @@ generate_batch = dg.define_asset_job(
 
 train_and_release = dg.define_asset_job(
     "train_and_release",
-    selection=dg.AssetSelection.all() - BATCH_ASSETS,
+    selection=dg.AssetSelection.all() - BATCH_ASSETS - EXPERIMENT_ASSETS,
     description="Dedup and decontaminate every batch so far, train, examine and release.",
 )
 
@@ -48,5 +50,26 @@ weekly_train_and_release = dg.ScheduleDefinition(
     description="Every Sunday: train on all batches so far, sit the exam, release.",
 )
 
+prepare_experiment = dg.define_asset_job(
+    "prepare_experiment",
+    selection=dg.AssetSelection.assets("experiment_data", "experiment_start"),
+    partitions_def=EXPERIMENTS,
+    description="An experiment's token folders and its starting checkpoint (trained and examined).",
+)
+
+train_experiment_arm = dg.define_asset_job(
+    "train_experiment_arm",
+    selection=dg.AssetSelection.assets("experiment_arm"),
+    partitions_def=ARMS,
+    description="Train and examine one arm of an experiment (a failed arm re-runs alone).",
+)
+
+report_experiment = dg.define_asset_job(
+    "report_experiment",
+    selection=dg.AssetSelection.assets("experiment_report"),
+    partitions_def=EXPERIMENTS,
+    description="Compare an experiment's arms with 95% intervals.",
+)
+
 SCHEDULES = [*(_daily_batch(domain) for domain in DOMAINS), weekly_train_and_release]
-JOBS = [generate_batch, train_and_release]
+JOBS = [generate_batch, train_and_release, prepare_experiment, train_experiment_arm, report_experiment]

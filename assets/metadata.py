@@ -60,6 +60,33 @@ def line_chart(xs: list[float], ys: list[float], title: str, path: Path, xlabel:
     return _image(fig, path)
 
 
+def interval_chart(report: pl.DataFrame, title: str, path: Path) -> dg.MetadataValue:
+    """One panel per metric: each arm's value with its 95% interval as an error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = report["metric"].unique(maintain_order=True).to_list()
+    columns = min(3, len(metrics))
+    rows = -(-len(metrics) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 0.4 * report["arm"].n_unique() * rows + 1.6 * rows),
+                             squeeze=False)  # fmt: skip
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        part = report.filter(pl.col("metric") == metric)
+        values = part["value"].to_numpy()
+        errors = [values - part["low"].to_numpy(), part["high"].to_numpy() - values]
+        ax.barh(part["arm"].to_list(), values, xerr=errors, color="#4c72b0", ecolor="#333333", capsize=3)
+        ax.set_title(metric, fontsize=9)
+        ax.invert_yaxis()
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _image(fig, path)
+
+
 def _image(fig, path: Path) -> dg.MetadataValue:
     import matplotlib.pyplot as plt
 

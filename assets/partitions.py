@@ -4,11 +4,16 @@ Per-batch work (planning prompts, asking the teacher, running each exercise's te
 partitioned, so a day's code batch can be generated, retried or backfilled on its own.
 Cross-batch work (dedup against every earlier batch, decontamination, the training mix and
 everything after it) is not: it reads every batch materialized so far.
+
+Experiments are partitioned by experiment (its data, its start, its report) and their arms by
+arm (`forgetting.replay-5`), so one arm can be re-run alone.
 """
 
 from __future__ import annotations
 
 import dagster as dg
+
+from pipeline.experiments.declaration import arm_key, experiments
 
 DOMAINS = ["code", "text"]
 
@@ -32,3 +37,16 @@ def batch_parts(partition_key: str) -> tuple[str, str]:
         return keys["date"], keys["domain"]
     date, domain = str(partition_key).split("|")
     return date, domain
+
+
+EXPERIMENTS = dg.StaticPartitionsDefinition(sorted(experiments()))
+ARMS = dg.StaticPartitionsDefinition(
+    [arm_key(name, arm) for name, experiment in sorted(experiments().items()) for arm in experiment.arms]
+)
+# an experiment's data and start feed each of its arms; its arms feed its report
+EXPERIMENT_TO_ARMS = dg.StaticPartitionMapping(
+    {name: [arm_key(name, arm) for arm in experiment.arms] for name, experiment in experiments().items()}
+)
+ARMS_TO_EXPERIMENT = dg.StaticPartitionMapping(
+    {arm_key(name, arm): name for name, experiment in experiments().items() for arm in experiment.arms}
+)

@@ -41,6 +41,7 @@ CurationOverrides = _overrides_of(s.CurationSettings, "curation")
 TrainingOverrides = _overrides_of(s.TrainingSettings, "training")
 ExamOverrides = _overrides_of(s.ExamSettings, "exam")
 ReleaseOverrides = _overrides_of(s.ReleaseSettings, "release")
+ExperimentOverrides = _overrides_of(s.ExperimentSettings, "experiments")
 
 
 class Schoolhouse(dg.ConfigurableResource):
@@ -55,6 +56,7 @@ class Schoolhouse(dg.ConfigurableResource):
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)  # type: ignore[valid-type]
     exam: ExamOverrides = Field(default_factory=ExamOverrides)  # type: ignore[valid-type]
     release: ReleaseOverrides = Field(default_factory=ReleaseOverrides)  # type: ignore[valid-type]
+    experiments: ExperimentOverrides = Field(default_factory=ExperimentOverrides)  # type: ignore[valid-type]
 
     _settings: s.Settings | None = PrivateAttr(default=None)
 

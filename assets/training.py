@@ -12,6 +12,7 @@ from assets.metadata import line_chart
 from assets.resources import Schoolhouse
 from pipeline.teacher.weights import embedded_teacher
 from pipeline.training.mix import build_training_mix
+from trainers.config import TrainConfig
 
 
 def student_tokenizer_dir(schoolhouse: Schoolhouse) -> str:
@@ -36,6 +37,27 @@ def training_mix(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.O
     )
 
 
+def run_trainer(context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient, run: TrainConfig,
+                num_gpus: int, hostfile: str) -> tuple[dict, dict]:  # fmt: skip
+    """Train one run in its own process (`trainers.launch`, which stops the whole process group
+    when the run is cancelled): (the trainer's summary, metadata with the loss curve)."""
+    out_dir = Path(run.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A fresh run starts clean; resuming a crashed run is the trainer's job (checkpoints).
+    for stale in ("metrics.jsonl", "summary.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    config_path = out_dir / "run.json"
+    config_path.write_text(run.model_dump_json(indent=2))
+    command = [sys.executable, "-m", "trainers.launch", "--config", str(config_path),
+               "--num-gpus", str(num_gpus), "--hostfile", hostfile]  # fmt: skip
+    result = client.run(command=command, context=context).get_materialize_result()
+    summary = json.loads((out_dir / "summary.json").read_text())
+    metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    chart = line_chart([m["step"] for m in metrics], [m["loss"] for m in metrics],
+                       "training loss", out_dir / "loss.png", "step", "loss")  # fmt: skip
+    return summary, {**(result.metadata or {}), "loss_curve": chart}
+
+
 @dg.asset(group_name="training", kinds={"deepspeed", "pytorch"}, pool="gpu")
 def student_model(
     context: dg.AssetExecutionContext,
@@ -46,22 +68,6 @@ def student_model(
     """The Phi student trained with DeepSpeed by `trainers.train` (started by `trainers.launch`,
     which stops the whole process group when the run is cancelled), exported as an HF folder."""
     cfg = schoolhouse.settings.training
-    out_dir = schoolhouse.path("student")
-    run = cfg.train_config(data_dir=str(training_mix), out_dir=str(out_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A fresh run starts clean; resuming a crashed run is the trainer's job (checkpoints).
-    for stale in ("metrics.jsonl", "summary.json"):
-        (out_dir / stale).unlink(missing_ok=True)
-    config_path = out_dir / "run.json"
-    config_path.write_text(run.model_dump_json(indent=2))
-    command = [sys.executable, "-m", "trainers.launch", "--config", str(config_path),
-               "--num-gpus", str(cfg.num_gpus), "--hostfile", cfg.hostfile]  # fmt: skip
-    result = pipes_subprocess_client.run(command=command, context=context).get_materialize_result()
-    summary = json.loads((out_dir / "summary.json").read_text())
-    metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    chart = line_chart([m["step"] for m in metrics], [m["loss"] for m in metrics],
-                       "training loss", out_dir / "loss.png", "step", "loss")  # fmt: skip
-    return dg.Output(
-        Path(summary["model_dir"]),
-        metadata={**(result.metadata or {}), "loss_curve": chart},
-    )
+    run = cfg.train_config(data_dir=str(training_mix), out_dir=str(schoolhouse.path("student")))
+    summary, metadata = run_trainer(context, pipes_subprocess_client, run, cfg.num_gpus, cfg.hostfile)
+    return dg.Output(Path(summary["model_dir"]), metadata=metadata)

@@ -183,6 +183,16 @@ class ReleaseSettings(_Settings):
     license: str = Field("apache-2.0")
 
 
+class ExperimentSettings(_Settings):
+    """How the experiments (pipeline/experiments) run on this profile: every arm starts from the
+    profile's training settings and trains the same number of steps, so the same token budget."""
+
+    max_steps: int = Field(0, ge=0, description="Steps of every arm (0 = training.max_steps).")
+    start_max_steps: int = Field(0, ge=0, description="Steps of a starting checkpoint (0 = training.max_steps).")
+    heldout_windows: int = Field(64, ge=1, description="Held-out windows per source scored for each arm.")
+    resamples: int = Field(2000, ge=100, description="Bootstrap resamples for the 95% intervals.")
+
+
 class Settings(_Settings):
     profile: str
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
@@ -191,9 +201,10 @@ class Settings(_Settings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     exam: ExamSettings = Field(default_factory=ExamSettings)
     release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
 
 
-STAGES = ("teacher", "generation", "curation", "training", "exam", "release")
+STAGES = ("teacher", "generation", "curation", "training", "exam", "release", "experiments")
 PROFILES_DIR = Path(__file__).parent / "profiles"
 PROFILES = tuple(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))  # shipped: demo, phi-1.5, phi-2
 

@@ -14,7 +14,7 @@ import yaml
 
 from pipeline.exam.data import read_humaneval, read_mmlu
 from trainers.config import TrainConfig, native_bf16_cpu, read_config
-from trainers.data import Mixture, PackedTokens, mixture_counts, pack, read_meta, write_meta
+from trainers.data import Mixture, MixtureCounts, PackedTokens, mixture_shares, pack, read_meta, write_meta
 from trainers.train import lr_at, train
 
 pytestmark = pytest.mark.integration
@@ -95,7 +95,7 @@ def test_trains_with_deepspeed_and_exports_a_loadable_model(packed, tmp_path):
     [
         ({"seq_len": 4096}, r"training.seq_len = 4096: above .*max_position_embeddings \(1024\)"),
         ({"size": "phi-7"}, r"training.size = 'phi-7': Input should be 'tiny', 'phi-1.5' or 'phi-2'"),
-        ({"micro_batch_size": 2, "mixture": {"code": 0.1, "text": 0.9}}, r"training.mixture = .*cannot hold code"),
+        ({"micro_batch_size": 2, "mixture": {"code": 0.01, "text": 0.99}}, r"training.mixture = .*cannot hold code"),
         ({"mixture": {"code": 0.5, "replay": 0.5}}, r"training.mixture.replay > 0 but .* no train-replay shard"),
         ({"schedule": "linear"}, r"training.schedule = 'linear': Input should be 'cosine', 'constant' or 'wsd'"),
         ({"warmup": 3}, r"training.warmup = 3: Extra inputs are not permitted"),
@@ -124,9 +124,20 @@ def test_schedules_warm_up_then_decay_hold_or_decay_late():
     assert lr_at(0, rewarm) == pytest.approx(0.55) and lr_at(9, rewarm) == pytest.approx(1.0)
 
 
-def test_every_step_holds_the_mixture_exactly(packed):
-    assert mixture_counts({"code": 0.2, "text": 0.8}, 32) == {"code": 6, "text": 26}
-    assert mixture_counts({"code": 1, "text": 1, "replay": 0}, 3) == {"code": 2, "text": 1}
+def _counts(weights: dict, sequences: int, steps: int) -> list[dict[str, int]]:
+    counts = MixtureCounts(mixture_shares(weights, sequences, steps), sequences)
+    return [counts.next() for _ in range(steps)]
+
+
+def test_the_run_holds_the_mixture_exactly_even_below_one_sequence_per_step(packed):
+    assert _counts({"code": 0.25, "text": 0.75}, 8, 4) == [{"code": 2, "text": 6}] * 4  # fits a step: every step
+    steps = _counts({"code": 0.99, "replay": 0.01}, 8, 100)  # 1% of 8 = 0.08 sequences per step
+    assert all(sum(step.values()) == 8 for step in steps)
+    replay = np.cumsum([step["replay"] for step in steps])
+    assert replay[-1] == 8 and all(abs(replay[t] - 0.08 * (t + 1)) < 1 for t in range(100))
+    assert _counts({"code": 0.2, "text": 0.8}, 32, 5)[0] in ({"code": 6, "text": 26}, {"code": 7, "text": 25})
+    with pytest.raises(ValueError, match=r"5 steps x 2 sequences .* cannot hold code"):
+        mixture_shares({"code": 0.05, "text": 0.95}, 2, 5)
     mixture = Mixture(packed, {"code": 0.25, "text": 0.75}, seq_len=64, sequences=8, seed=0)
     steps = [mixture.next_step() for _ in range(5)]
     for picks in steps:

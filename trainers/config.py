@@ -74,7 +74,7 @@ class TrainConfig(BaseModel):
     init_from: str = Field("", description="HF checkpoint folder to continue pre-training from ('' = scratch).")
     mixture: dict[str, float] = Field(
         default_factory=lambda: {"code": 0.5, "text": 0.5},
-        description="Weights over the sources code, text and replay; every step holds them exactly.",
+        description="Weights over the sources code, text and replay, held exactly over the run (any share).",
     )
     seq_len: int = Field(256, ge=8, description="Packed sequence length.")
     micro_batch_size: int = Field(8, ge=1)
@@ -116,13 +116,13 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fits(self) -> TrainConfig:
-        from trainers.data import mixture_counts
+        from trainers.data import mixture_shares
         from trainers.model import check_shape
 
         unknown = sorted(set(self.mixture) - set(SOURCES))
         if unknown:
             raise ValueError(f"training.mixture: unknown source {', '.join(unknown)} ({', '.join(SOURCES)})")
-        mixture_counts(self.mixture, self.sequences_per_step(max(1, self.num_gpus)))
+        mixture_shares(self.mixture, self.sequences_per_step(max(1, self.num_gpus)), self.max_steps)
         if not self.init_from:
             check_shape(StudentSize(self.size).value, self.seq_len, self.model_overrides)
         return self

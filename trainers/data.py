@@ -3,13 +3,14 @@
 `pack` writes one shard per source and split (`train-code.bin`, `train-text.bin`,
 `train-replay.bin`, `valid-code.bin`, ...) plus `meta.json`; `PackedTokens` serves fixed-length
 windows from a shard in a seeded order; `Mixture` draws every training step's global batch from
-the sources in fixed proportions. Both positions can be saved and restored.
+the sources in fixed proportions, held exactly over the run. Both positions can be saved and restored.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -101,44 +102,70 @@ class PackedTokens:
         self._order = self._shuffle(self.epoch)
 
 
-def mixture_counts(weights: dict[str, float], sequences: int) -> dict[str, int]:
-    """Sequences per step from each source with a positive weight, by largest remainder, so a
-    step's composition is exact and the same every step. A source that would get none fails."""
-    positive = {name: w for name, w in weights.items() if w > 0}
+def mixture_shares(weights: dict[str, float], sequences: int, steps: int) -> dict[str, Fraction]:
+    """Each positive source's exact share of the sequences. A source whose share of the whole run
+    (steps x sequences per step) is under one sequence fails: it would never be drawn."""
+    positive = {name: Fraction(w).limit_denominator(10**6) for name, w in weights.items() if w > 0}
     if not positive or any(w < 0 for w in weights.values()):
         raise ValueError(f"training.mixture = {weights}: weights must be >= 0 with at least one above 0")
     total = sum(positive.values())
-    exact = {name: sequences * w / total for name, w in positive.items()}
-    counts = {name: int(v) for name, v in exact.items()}
-    for name in sorted(exact, key=lambda n: counts[n] - exact[n])[: sequences - sum(counts.values())]:
-        counts[name] += 1
-    starved = sorted(name for name, c in counts.items() if c == 0)
+    shares = {name: w / total for name, w in positive.items()}
+    starved = sorted(name for name, share in shares.items() if share * sequences * steps < 1)
     if starved:
         raise ValueError(
-            f"training.mixture = {weights}: a step of {sequences} sequences (micro_batch_size x "
-            f"grad_accum_steps x processes) cannot hold {', '.join(starved)}; raise the batch or the weight"
+            f"training.mixture = {weights}: a run of {steps} steps x {sequences} sequences (micro_batch_size x "
+            f"grad_accum_steps x processes) cannot hold {', '.join(starved)}; raise the batch, the steps or the weight"
         )
-    return counts
+    return shares
+
+
+class MixtureCounts:
+    """How many sequences each source gives each step. Sequence slots go one at a time to the
+    source furthest behind its exact share, so every source's running total stays within one
+    sequence of share x sequences drawn so far: a share that fits a step (0.25 of 8) gives the
+    same counts every step, and one under a sequence per step (1% replay in steps of 8) is still
+    held over the run, a sequence every 12.5 steps."""
+
+    def __init__(self, shares: dict[str, Fraction], sequences: int):
+        self.shares, self.sequences = shares, sequences
+        self.slot, self.drawn = 0, dict.fromkeys(shares, 0)
+
+    def next(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.shares, 0)
+        for _ in range(self.sequences):
+            self.slot += 1
+            name = max(self.shares, key=lambda n: self.slot * self.shares[n] - self.drawn[n])
+            self.drawn[name] += 1
+            counts[name] += 1
+        return counts
+
+    def state_dict(self) -> dict:
+        return {"slot": self.slot, "drawn": dict(self.drawn)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.slot, self.drawn = state["slot"], dict(state["drawn"])
 
 
 class Mixture:
-    """Every step's global batch: from each source its fixed count of windows (each source in
-    its own seeded order), shuffled together with a per-step seed. Every rank computes the same
-    global batch of window offsets and reads only its own rows, so 1 process with batch 8 and 2
+    """Every step's global batch: from each source its count of windows (each source in its own
+    seeded order), shuffled together with a per-step seed. Every rank computes the same global
+    batch of window offsets and reads only its own rows, so 1 process with batch 8 and 2
     processes with batch 4 train on exactly the same sequences."""
 
-    def __init__(self, data_dir: Path, weights: dict[str, float], seq_len: int, sequences: int, seed: int):
-        self.counts = mixture_counts(weights, sequences)
+    def __init__(self, data_dir: Path, weights: dict[str, float], seq_len: int, sequences: int, seed: int,
+                 steps: int = 1_000_000):  # fmt: skip
+        self.shares = mixture_shares(weights, sequences, steps)
+        self.counts = MixtureCounts(self.shares, sequences)
         meta = read_meta(data_dir)
         self.sources = {}
-        for i, name in enumerate(self.counts):
+        for i, name in enumerate(self.shares):
             if f"train-{name}" not in meta["shards"]:
                 raise ValueError(f"training.mixture.{name} > 0 but {data_dir} has no train-{name} shard")
             self.sources[name] = PackedTokens(data_dir, f"train-{name}", seq_len, seed=seed + 1000 * i)
         self.seed, self.step = seed, 0
 
     def next_step(self) -> list[tuple[str, int]]:
-        picks = [(name, start) for name, count in self.counts.items()
+        picks = [(name, start) for name, count in self.counts.next().items()
                  for start in self.sources[name].next_starts(count)]  # fmt: skip
         order = np.random.default_rng([self.seed, self.step]).permutation(len(picks))
         self.step += 1
@@ -148,9 +175,11 @@ class Mixture:
         return np.stack([self.sources[name].read([start])[0] for name, start in picks])
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "sources": {name: s.state_dict() for name, s in self.sources.items()}}
+        return {"step": self.step, "counts": self.counts.state_dict(),
+                "sources": {name: s.state_dict() for name, s in self.sources.items()}}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.step = state["step"]
+        self.counts.load_state_dict(state["counts"])
         for name, source in self.sources.items():
             source.load_state_dict(state["sources"][name])

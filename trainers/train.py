@@ -134,6 +134,11 @@ def build_model(cfg: TrainConfig, meta: dict, on_gpu: bool):
     if cfg.init_from:
         model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32, attn_implementation=attention)
         positions = model.config.max_position_embeddings
+        if meta["vocab_size"] > model.config.vocab_size:
+            raise ValueError(
+                f"training.init_from = {cfg.init_from}: its vocabulary ({model.config.vocab_size}) is smaller than "
+                f"the data's tokenizer ({meta['tokenizer']}, {meta['vocab_size']}); pack the data with its tokenizer"
+            )
         if cfg.seq_len > positions:
             raise ValueError(
                 f"training.seq_len = {cfg.seq_len}: above {cfg.init_from}'s max_position_embeddings ({positions})"
@@ -221,7 +226,7 @@ def setup(cfg: TrainConfig) -> Run:
     np.random.seed(cfg.seed)
     meta = read_meta(Path(cfg.data_dir))
     per_rank = cfg.micro_batch_size * cfg.grad_accum_steps
-    mixture = Mixture(Path(cfg.data_dir), cfg.mixture, cfg.seq_len, per_rank * world, cfg.seed)
+    mixture = Mixture(Path(cfg.data_dir), cfg.mixture, cfg.seq_len, per_rank * world, cfg.seed, cfg.max_steps)
     model = build_model(cfg, meta, on_gpu)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
@@ -355,10 +360,11 @@ def train(cfg: TrainConfig) -> dict:
     step = first_step = resume(run)
     losses: list[float] = []
     with reporter(run.rank) as report, run.metrics_path.open("a") as metrics:
+        shares = ", ".join(f"{name} {float(share):.1%}" for name, share in run.mixture.shares.items())
         report.log(
             f"training {cfg.init_from or cfg.size} ({run.parameters / 1e6:.1f}M parameters) from step {step} "
-            f"to {cfg.max_steps}: {run.tokens_per_step:,} tokens per step, mixture {run.mixture.counts} "
-            f"sequences, ZeRO-{cfg.zero_stage}, {run.world} process(es), {run.precision} ({run.precision_why})"
+            f"to {cfg.max_steps}: {run.tokens_per_step:,} tokens per step, mixture {shares}, "
+            f"ZeRO-{cfg.zero_stage}, {run.world} process(es), {run.precision} ({run.precision_why})"
         )
         progress = ProgressLog(run, report, metrics)
         started = time.perf_counter()
@@ -381,7 +387,7 @@ def train(cfg: TrainConfig) -> dict:
             "first_loss": losses[0] if losses else None,
             "train_seconds": round(seconds, 2),
             "tokens_per_s": round(run.tokens_per_step * trained / seconds, 1) if trained else None,
-            "mixture_sequences_per_step": run.mixture.counts,
+            "mixture_sequences": run.mixture.counts.drawn,
             "zero_stage": cfg.zero_stage,
             "precision": run.precision,
             "world_size": run.world,

@@ -1,34 +1,42 @@
-"""Held-out perplexity on the slices of the training mix kept aside for it."""
+"""Held-out loss and perplexity on the slices of the training mix kept aside for them."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
+
 from trainers.data import PackedTokens
 
 
-def heldout_perplexity(model, data_dir: Path, split: str, seq_len: int, max_windows: int = 64,
-                       batch_size: int = 8) -> float | None:  # fmt: skip
-    """exp(mean loss over every predicted token) of up to `max_windows` held-out windows: each
-    window of seq_len + 1 tokens scores all seq_len of its targets, and every token weighs the
-    same whatever batch it is in. None without enough tokens for one window."""
+def window_losses(model, data_dir: Path, split: str, seq_len: int, max_windows: int = 64,
+                  batch_size: int = 8) -> np.ndarray:  # fmt: skip
+    """Mean next-token loss of each of up to `max_windows` held-out windows (seq_len + 1 tokens,
+    all seq_len targets scored), in a fixed order, so that two models are scored on the same
+    windows. Empty without enough tokens for one window."""
     import torch
     import torch.nn.functional as F
 
     try:
         windows = PackedTokens(data_dir, split, seq_len, seed=0)
     except (ValueError, FileNotFoundError):
-        return None  # too few held-out tokens for one window
+        return np.zeros(0)  # too few held-out tokens for one window
     n = min(windows.windows, max_windows)
     device = next(model.parameters()).device
-    total, tokens = 0.0, 0
+    losses = []
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             batch = torch.from_numpy(windows.next_batch(min(batch_size, n - start))).to(device)
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            logits = model(input_ids=inputs).logits
+            logits = model(input_ids=batch[:, :-1]).logits
             for row in range(len(batch)):  # upcast one row at a time: [seq x vocab] in fp32, not the batch
-                total += F.cross_entropy(logits[row].float(), targets[row], reduction="sum").item()
-            tokens += targets.numel()
-    return math.exp(total / tokens)
+                losses.append(F.cross_entropy(logits[row].float(), batch[row, 1:]).item())
+    return np.asarray(losses)
+
+
+def heldout_perplexity(model, data_dir: Path, split: str, seq_len: int, max_windows: int = 64,
+                       batch_size: int = 8) -> float | None:  # fmt: skip
+    """exp(mean loss over every predicted token); every window has seq_len targets, so the mean
+    of the windows' means is the mean over tokens. None without enough tokens for one window."""
+    losses = window_losses(model, data_dir, split, seq_len, max_windows, batch_size)
+    return math.exp(losses.mean()) if losses.size else None

@@ -9,7 +9,7 @@ import polars as pl
 
 from pipeline.rows import KEPT
 from pipeline.settings import TrainingSettings
-from pipeline.training.replay import replay_documents
+from pipeline.training.replay import heldout_split, replay_documents
 from trainers.data import pack, write_meta
 
 DOMAINS = ("code", "text")
@@ -25,13 +25,27 @@ def split_heldout(rows: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.Da
     return kept.filter(bucket >= cut), kept.filter(bucket < cut)
 
 
-def training_sources(train: pl.DataFrame, settings: TrainingSettings) -> dict[str, list[str]]:
-    """Documents by source: the code and text rows, and the replay source when it has weight."""
-    sources = {domain: train.filter(pl.col("domain") == domain)["text"].to_list() for domain in DOMAINS}
-    if settings.mixture.get("replay", 0) > 0:
-        sources["replay"] = replay_documents(settings.replay_path, settings.replay_split,
-                                             settings.replay_text_field, settings.replay_max_documents)  # fmt: skip
-    return sources
+def raw_rows(rows: pl.DataFrame, heldout: pl.DataFrame) -> pl.DataFrame:
+    """Every generated row with text, rejected ones included, except the clean held-out slice:
+    what training would see without curation."""
+    text = pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != "")
+    return rows.filter(text & ~pl.col("id").is_in(heldout["id"].implode())).sort("id")
+
+
+def sources(train: pl.DataFrame, heldout: pl.DataFrame, settings: TrainingSettings,
+            replay: bool) -> dict[str, list[str]]:  # fmt: skip
+    """Documents by shard: `train-<source>` for code, text and (with `replay`) the replay source,
+    `valid-<source>` for the held-out slices; the replay source's held-out slice (the old data's
+    loss) is every k-th document, k = 1 / heldout_fraction."""
+    shards = {}
+    for domain in DOMAINS:
+        shards[f"train-{domain}"] = train.filter(pl.col("domain") == domain)["text"].to_list()
+        shards[f"valid-{domain}"] = heldout.filter(pl.col("domain") == domain)["text"].to_list()
+    if replay:
+        documents = replay_documents(settings.replay_path, settings.replay_split,
+                                     settings.replay_text_field, settings.replay_max_documents)  # fmt: skip
+        shards["train-replay"], shards["valid-replay"] = heldout_split(documents, settings.heldout_fraction)
+    return shards
 
 
 def check_sources_fill_a_sequence(shards: dict[str, dict], settings: TrainingSettings) -> None:
@@ -44,20 +58,24 @@ def check_sources_fill_a_sequence(shards: dict[str, dict], settings: TrainingSet
             )
 
 
-def build_training_mix(rows: pl.DataFrame, settings: TrainingSettings, tokenizer_dir: str, out: Path) -> dict:
-    """Write `train-<source>.bin`, `valid-<domain>.bin` and `meta.json` into `out`; the shards' sizes."""
+def build_training_mix(rows: pl.DataFrame, settings: TrainingSettings, tokenizer_dir: str, out: Path,
+                       raw: bool = False, replay: bool | None = None) -> dict:  # fmt: skip
+    """Write `train-<source>.bin`, `valid-<source>.bin` and `meta.json` into `out`; the shards'
+    sizes. `raw` trains on every generated row (see `raw_rows`); the held-out slices are the same.
+    The replay source is packed when `replay` says so (None: when the mixture weights it)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     train, heldout = split_heldout(rows, settings.heldout_fraction, settings.seed)
+    if raw:
+        train = raw_rows(rows, heldout)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.bin"):
         stale.unlink()
-    shards = {f"train-{name}": pack(docs, tokenizer, out, f"train-{name}")
-              for name, docs in training_sources(train, settings).items()}  # fmt: skip
-    for domain in DOMAINS:
-        docs = heldout.filter(pl.col("domain") == domain)["text"].to_list()
-        shards[f"valid-{domain}"] = pack(docs, tokenizer, out, f"valid-{domain}")
+    if replay is None:
+        replay = settings.mixture.get("replay", 0) > 0
+    shards = {name: pack(docs, tokenizer, out, name)
+              for name, docs in sources(train, heldout, settings, replay).items()}  # fmt: skip
     check_sources_fill_a_sequence(shards, settings)
     write_meta(out, tokenizer_dir, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)
     return shards

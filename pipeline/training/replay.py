@@ -1,8 +1,10 @@
 """The replay source for continued pre-training: documents like the ones the starting checkpoint
 learned from, mixed into every step so that it does not forget them.
 
-A Parquet file or folder is read with polars; anything else goes to `datasets.load_dataset`
-(a hub name, a local dataset folder, json/csv files), streamed so only what is used is read.
+A Parquet file or folder is read with polars; `python-docs` is the Python documentation that
+ships with every CPython (an offline corpus for CPU runs); anything else goes to
+`datasets.load_dataset` (a hub name, a local dataset folder, json/csv files), streamed so only
+what is used is read.
 """
 
 from __future__ import annotations
@@ -11,8 +13,39 @@ from pathlib import Path
 
 import polars as pl
 
+PYTHON_DOCS = "python-docs"
+
+
+def python_docs(document_chars: int = 2000) -> list[str]:
+    """The language reference's topics from `pydoc_data` (79 topics, ~465k characters of English
+    prose and examples), in paragraphs gathered into documents of about `document_chars`."""
+    from pydoc_data.topics import topics
+
+    documents = []
+    for name in sorted(topics):
+        current = ""
+        for paragraph in topics[name].split("\n\n"):
+            if current and len(current) + len(paragraph) > document_chars:
+                documents.append(current.strip())
+                current = ""
+            current += paragraph + "\n\n"
+        if current.strip():
+            documents.append(current.strip())
+    return documents
+
+
+def heldout_split(documents: list[str], fraction: float) -> tuple[list[str], list[str]]:
+    """(train, held out): every k-th document held out (k = 1 / fraction), spread over the source."""
+    if fraction <= 0:
+        return documents, []
+    every = max(2, round(1 / fraction))
+    return ([d for i, d in enumerate(documents) if i % every != every // 2],
+            [d for i, d in enumerate(documents) if i % every == every // 2])  # fmt: skip
+
 
 def replay_documents(path: str, split: str, text_field: str, limit: int) -> list[str]:
+    if path == PYTHON_DOCS:
+        return python_docs()[:limit]
     local = Path(path)
     if local.suffix == ".parquet" and not local.exists():
         raise ValueError(f"training.replay_path = {path!r}: no such file")

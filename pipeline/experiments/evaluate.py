@@ -1,0 +1,39 @@
+"""One model's results for an experiment, in long form (metric, item, value): the exam per item
+(1.0 correct, 0.0 not) and the held-out loss per window of every source, so that any two models
+can be compared item by item."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.exam.models import load_model
+from pipeline.exam.perplexity import window_losses
+from pipeline.exam.sitting import sit_exam
+from pipeline.sandbox.pool import SandboxMode
+from pipeline.settings import ExamSettings
+from trainers.data import read_meta
+
+SCHEMA = {"metric": pl.String, "item": pl.String, "value": pl.Float64}
+LOSS_PREFIX = "heldout_loss_"
+
+
+def heldout_sources(data_dir: Path) -> list[str]:
+    return sorted(name.removeprefix("valid-") for name in read_meta(data_dir)["shards"] if name.startswith("valid-"))
+
+
+def evaluate(model_dir: str | Path, data_dir: Path, exam: ExamSettings, sandbox: SandboxMode, seq_len: int,
+             windows: int) -> pl.DataFrame:  # fmt: skip
+    model, tokenizer = load_model(model_dir, exam.dtype)
+    results = sit_exam(model, tokenizer, exam, sandbox)
+    parts = [results.select(metric="benchmark", item=pl.col("item").cast(pl.String),
+                            value=pl.col("correct").cast(pl.Float64))]  # fmt: skip
+    for source in heldout_sources(data_dir):
+        losses = window_losses(model, data_dir, f"valid-{source}", seq_len, windows)
+        parts.append(pl.DataFrame({"metric": f"{LOSS_PREFIX}{source}", "item": [str(i) for i in range(losses.size)],
+                                   "value": losses}, schema=SCHEMA))  # fmt: skip
+    del model
+    gc.collect()
+    return pl.concat(parts).cast(SCHEMA)
