@@ -233,11 +233,12 @@ def test_ui_materializes_like_the_button_and_shows_the_graph(tmp_path, artifact_
         browser = Browser(tmp_path / "chromium-profile")
         try:
             # The catalog lists every asset; the lineage page draws the graph with the run's result.
-            names = ("topics", "generations", "decontaminated", "student_model", "exam_report", "hub_release")
+            names = ("topics", "generations", "decontaminated", "student_model", "exam_report", "hub_release",
+                     "experiment_arm", "experiment_report")
             catalog = browser.open(f"http://127.0.0.1:{port}/assets", until=names)
             for name in names:
                 assert name in catalog, f"{name} is not listed in the catalog"
-            groups = ("generation", "curation", "training", "exam", "release")
+            groups = ("generation", "curation", "training", "exam", "release", "experiments")
             lineage = browser.open(f"http://127.0.0.1:{port}/asset-groups", until=groups)
             for group in groups:
                 assert group in lineage, f"group {group} is not on the lineage page"

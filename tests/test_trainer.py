@@ -90,6 +90,21 @@ def test_trains_with_deepspeed_and_exports_a_loadable_model(packed, tmp_path):
     assert lrs[:3] == pytest.approx([2e-3 * (0.5 + 0.5 * k / 3) for k in (1, 2, 3)])
 
 
+def test_continues_pretraining_any_causal_lm_checkpoint_keeping_its_architecture(packed, embedded_teacher_dir,
+                                                                                  tmp_path):  # fmt: skip
+    """training.init_from = the embedded SmolLM2-135M, a Llama: the student stays a Llama."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = TrainConfig(data_dir=str(packed), out_dir=str(tmp_path), init_from=str(embedded_teacher_dir), seq_len=64,
+                      micro_batch_size=2, max_steps=3, warmup_steps=1, lr=1e-5, log_every=1)  # fmt: skip
+    summary = train(cfg)
+    assert summary["steps"] == 3 and 130e6 < summary["parameters"] < 140e6
+    assert summary["first_loss"] < 6.0  # a trained model on MMLU text; a fresh one starts at ln(49,152) = 10.8
+    model = AutoModelForCausalLM.from_pretrained(summary["model_dir"])
+    assert model.config.model_type == "llama"
+    assert model.config.tie_word_embeddings and model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
