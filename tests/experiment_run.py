@@ -25,8 +25,9 @@ def main(name: str, config: dict) -> int:
     steps += [("report_experiment", name)]
     runs = []
     for job, partition in steps:
-        result = defs.resolve_job_def(job).execute_in_process(run_config=run_config, instance=instance,
-                                                              partition_key=partition, raise_on_error=False)  # fmt: skip
+        result = defs.resolve_job_def(job).execute_in_process(
+            run_config=run_config, instance=instance, partition_key=partition, raise_on_error=False
+        )
         runs.append({"job": job, "partition": partition, "success": result.success})
         if not result.success:
             break

@@ -102,7 +102,8 @@ def test_continues_pretraining_any_causal_lm_checkpoint_keeping_its_architecture
     assert summary["first_loss"] < 6.0  # a trained model on MMLU text; a fresh one starts at ln(49,152) = 10.8
     model = AutoModelForCausalLM.from_pretrained(summary["model_dir"])
     assert model.config.model_type == "llama"
-    assert model.config.tie_word_embeddings and model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert model.config.tie_word_embeddings
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
 
 
 @pytest.mark.parametrize(

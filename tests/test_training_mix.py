@@ -4,7 +4,8 @@ import polars as pl
 import pytest
 
 from pipeline.settings import resolve
-from pipeline.training.mix import build_training_mix, split_heldout
+from pipeline.training.mix import build_training_mix, raw_rows, split_heldout
+from pipeline.training.replay import heldout_split, replay_documents
 from tests.test_curation import PROSE, rows
 from trainers.data import PackedTokens, read_meta
 
@@ -37,3 +38,25 @@ def test_kept_rows_become_one_shard_per_source(embedded_teacher_dir, tmp_path):
     one_of_each = pl.concat([frame.filter(pl.col("domain") == domain).head(1) for domain in ("code", "text")])
     with pytest.raises(ValueError, match=r"training.mixture.code = 0.5 but the code source has \d+ tokens"):
         build_training_mix(one_of_each, small, str(embedded_teacher_dir), tmp_path / "small")
+
+
+def test_raw_rows_are_every_row_but_the_heldout_slice_and_its_copies():
+    kept = rows(*[("text", f"{PROSE} {i}") for i in range(200)])
+    train, heldout = split_heldout(kept, fraction=0.2, seed=0)
+    held = heldout["id"][0]
+    rejected = rows(("text", "junk " * 30), ("text", f"{PROSE} copy"), ("text", f"{PROSE} near"), ("text", ""),
+                    prefix="bad").with_columns(status=pl.lit("rejected"), reason=pl.lit("curation:x"))  # fmt: skip
+    rejected = rejected.with_columns(
+        checks=pl.Series(["{}", f'{{"duplicate_of": "{held}"}}', f'{{"near_duplicate_of": "{held}"}}', "{}"]),
+    )
+    raw = raw_rows(pl.concat([kept, rejected]), heldout)
+    assert set(raw["id"]) == set(train["id"]) | {"bad000"}  # the junk stays; copies of held-out rows and empty text go
+    assert not set(raw["id"]) & set(heldout["id"])
+
+
+def test_python_docs_are_an_offline_replay_source_with_a_spread_heldout_slice():
+    documents = replay_documents("python-docs", "train", "text", 10_000)
+    assert len(documents) > 200 and all(100 < len(d) < 10_000 for d in documents)
+    train, heldout = heldout_split(documents, 0.2)
+    assert abs(len(heldout) - len(documents) / 5) <= 1 and not set(train) & set(heldout)
+    assert documents.index(heldout[-1]) > 0.9 * len(documents)  # spread over the source, not its first fifth

@@ -26,10 +26,16 @@ def split_heldout(rows: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.Da
 
 
 def raw_rows(rows: pl.DataFrame, heldout: pl.DataFrame) -> pl.DataFrame:
-    """Every generated row with text, rejected ones included, except the clean held-out slice:
-    what training would see without curation."""
+    """Every generated row with text, rejected ones included: what training would see without
+    curation. Except the clean held-out slice and the copies of it that dedup rejected (an exact
+    or near duplicate of a held-out row would leak it into training)."""
     text = pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != "")
-    return rows.filter(text & ~pl.col("id").is_in(heldout["id"].implode())).sort("id")
+    held = heldout["id"].implode()
+    duplicate_of = pl.coalesce(pl.col("checks").str.json_path_match("$.duplicate_of"),
+                               pl.col("checks").str.json_path_match("$.near_duplicate_of"))  # fmt: skip
+    in_heldout_cluster = pl.col("minhash_cluster").is_in(heldout["minhash_cluster"].drop_nulls().implode())
+    leaks = pl.col("id").is_in(held) | duplicate_of.is_in(held).fill_null(False) | in_heldout_cluster.fill_null(False)
+    return rows.filter(text & ~leaks).sort("id")
 
 
 def sources(train: pl.DataFrame, heldout: pl.DataFrame, settings: TrainingSettings,
