@@ -76,7 +76,12 @@ def test_definitions_load_with_every_stage():
     assert keys == {
         "topics", "prompts", "generations", "curated", "deduped", "decontaminated",
         "training_mix", "student_model", "exam_report", "model_card", "dataset_card", "hub_release",
+        "experiment_data", "experiment_start", "experiment_arm", "experiment_report",
     }  # fmt: skip
+    arms = defs.resolve_assets_def("experiment_arm").partitions_def.get_partition_keys()
+    assert {"curation.curated", "curation.raw", "forgetting.finetune", "forgetting.replay-25"} <= set(arms)
+    weekly = defs.resolve_job_def("train_and_release").asset_layer.executable_asset_keys
+    assert not any(key.to_user_string().startswith("experiment") for key in weekly)
 
 
 def test_precision_auto_is_bf16_only_where_it_is_native():
