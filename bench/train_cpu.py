@@ -10,6 +10,9 @@ start-up excluded (HF: `train_runtime`; here: the trainer's own loop time). Prin
 tokens/s of each side, their ratio, and each side's mean training loss.
 
     python bench/train_cpu.py [--steps 60] [--repeats 3]
+
+To measure what an AVX2-only machine does on a machine with AVX-512, restrict both kernel
+libraries: `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/train_cpu.py`.
 """
 
 from __future__ import annotations
@@ -100,8 +103,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         pack_data(data)
+        import torch
+
+        from trainers.config import native_bf16_cpu
+
+        auto = "bf16" if native_bf16_cpu() else "fp32"
         print(f"tiny Phi, seq {SEQ}, micro batch {BATCH}, {args.steps} steps, {os.cpu_count()} CPUs, "
-              f"median of {args.repeats}\n")  # fmt: skip
+              f"median of {args.repeats}; PyTorch CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
+              f"precision auto picks {auto}\n")  # fmt: skip
         print(f"{'precision':10}{'side':16}{'tokens/s':>10}{'mean loss':>11}")
         for precision in ("bf16", "fp32"):
             results: dict[str, list[dict]] = {"schoolhouse": [], "hf-trainer": []}

@@ -1,3 +1,5 @@
+import os
+
 import dagster as dg
 import pytest
 
@@ -82,6 +84,17 @@ def test_definitions_load_with_every_stage():
     assert {"curation.curated", "curation.raw", "forgetting.finetune", "forgetting.replay-25"} <= set(arms)
     weekly = defs.resolve_job_def("train_and_release").asset_layer.executable_asset_keys
     assert not any(key.to_user_string().startswith("experiment") for key in weekly)
+
+
+def test_precision_auto_follows_the_kernels_pytorch_runs():
+    """PyTorch held to AVX2 kernels emulates bf16 even on an AVX-512 machine, so auto picks fp32."""
+    import subprocess
+    import sys
+
+    probe = "from trainers.config import native_bf16_cpu; print(native_bf16_cpu())"
+    held = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"})  # fmt: skip
+    assert held.stdout.strip() == "False"
 
 
 def test_precision_auto_is_bf16_only_where_it_is_native():

@@ -39,14 +39,26 @@ _NATIVE_BF16 = {"avx512_bf16", "amx_bf16"}
 
 
 def native_bf16_cpu(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bf16 natively (on AVX2 alone, bf16 matmuls are emulated)."""
+    """Whether this CPU computes bf16 natively (on AVX2 alone, bf16 matmuls are emulated). On the
+    running machine PyTorch's own kernel level counts too: ATEN_CPU_CAPABILITY=avx2 on an
+    AVX-512 machine gives AVX2 kernels, and bf16 is then emulated there as well."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
         except OSError:
             return False
+        if not _torch_kernels_have_avx512():
+            return False
     flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
     return bool(flags & _NATIVE_BF16)
+
+
+def _torch_kernels_have_avx512() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return True  # no PyTorch here to ask: the flags decide
+    return torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
 
 
 def chosen_precision(precision: str, on_gpu: bool, cpuinfo: str | None = None) -> tuple[str, str]:
