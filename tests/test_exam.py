@@ -156,6 +156,22 @@ def test_the_paired_bootstrap_matches_the_normal_interval_on_a_known_case():
     assert paired_bootstrap(np.full(25, -1.0)) == (-1.0, -1.0)
 
 
+def test_windows_of_one_document_are_resampled_together():
+    """25 documents of 4 identical windows each: 25 independent values, not 100, so the clustered
+    interval is the normal one of 25 means, twice as wide as treating the windows as independent."""
+    import numpy as np
+
+    from pipeline.exam.intervals import mean_interval
+
+    per_document = np.random.default_rng(3).normal(0, 1, 25)
+    windows, documents = np.repeat(per_document, 4), np.repeat(np.arange(25), 4)
+    low, high = mean_interval(windows, resamples=4000, seed=1, clusters=documents)
+    expected = 2 * 1.96 * per_document.std() / np.sqrt(25)
+    assert high - low == pytest.approx(expected, rel=0.1)
+    naive_low, naive_high = mean_interval(windows, resamples=4000, seed=1)
+    assert (high - low) / (naive_high - naive_low) == pytest.approx(2.0, rel=0.15)
+
+
 def test_a_right_completion_passes_humaneval_and_a_wrong_one_fails():
     from pipeline.exam.data import read_humaneval
     from pipeline.exam.humaneval import score_completions

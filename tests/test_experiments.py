@@ -21,9 +21,9 @@ from tests.test_curation import PROSE, rows
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def results(values: dict[tuple[str, str], list[float]]) -> pl.DataFrame:
-    return pl.DataFrame([{"arm": arm, "metric": metric, "item": f"{i:04d}", "value": v}
-                         for (arm, metric), vs in values.items() for i, v in enumerate(vs)])  # fmt: skip
+def results(values: dict[tuple[str, str], list[float]], per_cluster: int = 1) -> pl.DataFrame:
+    return pl.DataFrame([{"arm": arm, "metric": metric, "item": f"{i:04d}", "cluster": str(i // per_cluster),
+                          "value": v} for (arm, metric), vs in values.items() for i, v in enumerate(vs)])  # fmt: skip
 
 
 def test_the_shipped_experiments_declare_what_the_issue_asks():

@@ -1,6 +1,7 @@
-"""One model's results for an experiment, in long form (metric, item, value): the exam per item
-(1.0 correct, 0.0 not) and the held-out loss per window of every source, so that any two models
-can be compared item by item."""
+"""One model's results for an experiment, in long form (metric, item, cluster, value): the exam per
+item (1.0 correct, 0.0 not) and the held-out loss per window of every source, so that any two
+models can be compared item by item. `cluster` is what the bootstrap resamples: the item itself,
+or for a window the document it starts in."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pipeline.sandbox.pool import SandboxMode
 from pipeline.settings import ExamSettings
 from trainers.data import read_meta
 
-SCHEMA = {"metric": pl.String, "item": pl.String, "value": pl.Float64}
+SCHEMA = {"metric": pl.String, "item": pl.String, "cluster": pl.String, "value": pl.Float64}
 LOSS_PREFIX = "heldout_loss_"
 
 
@@ -28,12 +29,13 @@ def evaluate(model_dir: str | Path, data_dir: Path, exam: ExamSettings, sandbox:
              windows: int) -> pl.DataFrame:  # fmt: skip
     model, tokenizer = load_model(model_dir, exam.dtype)
     results = sit_exam(model, tokenizer, exam, sandbox)
-    parts = [results.select(metric="benchmark", item=pl.col("item").cast(pl.String),
-                            value=pl.col("correct").cast(pl.Float64))]  # fmt: skip
+    item = pl.col("item").cast(pl.String)
+    parts = [results.select(metric="benchmark", item=item, cluster=item, value=pl.col("correct").cast(pl.Float64))]
     for source in heldout_sources(data_dir):
-        losses = window_losses(model, data_dir, f"valid-{source}", seq_len, windows)
-        parts.append(pl.DataFrame({"metric": f"{LOSS_PREFIX}{source}", "item": [str(i) for i in range(losses.size)],
-                                   "value": losses}, schema=SCHEMA))  # fmt: skip
+        losses, documents = window_losses(model, data_dir, f"valid-{source}", seq_len, windows)
+        parts.append(pl.DataFrame({"metric": f"{LOSS_PREFIX}{source}", "item": [f"{i:04d}" for i in range(losses.size)],
+                                   "cluster": [f"document-{d}" for d in documents], "value": losses},
+                                  schema=SCHEMA))  # fmt: skip
     del model
     gc.collect()
     return pl.concat(parts).cast(SCHEMA)

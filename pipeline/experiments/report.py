@@ -1,6 +1,7 @@
 """An experiment's comparison: every arm (and the start) on every metric, with 95% intervals by
-the bootstrap over items, and each arm's difference from the reference arm and from the start,
-paired on the same items. A verdict is stated only where the interval excludes zero."""
+the bootstrap over items (held-out windows: over their documents), and each arm's difference from
+the reference arm and from the start, paired on the same items. A verdict is stated only where
+the interval excludes zero."""
 
 from __future__ import annotations
 
@@ -28,22 +29,23 @@ def verdict(low: float, high: float, metric: str) -> str:
     return "better" if (low > 0) == higher_is_better(metric) else "worse"
 
 
-def paired_values(results: pl.DataFrame, metric: str, *arms: str) -> list[np.ndarray]:
-    """Each arm's values on the items they all have, in the same item order."""
+def paired_values(results: pl.DataFrame, metric: str, *arms: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each arm's values on the items they all have, in the same item order, and those items'
+    clusters (what the bootstrap resamples)."""
     of_metric = results.filter(pl.col("metric") == metric)
-    frames = [of_metric.filter(pl.col("arm") == arm).select("item", pl.col("value").alias(arm)) for arm in arms]
-    joined = frames[0]
-    for frame in frames[1:]:
-        joined = joined.join(frame, on="item", how="inner")
+    joined = of_metric.filter(pl.col("arm") == arms[0]).select("item", "cluster", pl.col("value").alias(arms[0]))
+    for arm in arms[1:]:
+        other = of_metric.filter(pl.col("arm") == arm).select("item", pl.col("value").alias(arm))
+        joined = joined.join(other, on="item", how="inner")
     joined = joined.sort("item")
-    return [joined[arm].to_numpy() for arm in arms]
+    return [joined[arm].to_numpy() for arm in arms], joined["cluster"].to_numpy()
 
 
 def _difference(results: pl.DataFrame, metric: str, arm: str, other: str, resamples: int, seed: int) -> dict:
-    a, b = paired_values(results, metric, arm, other)
+    (a, b), clusters = paired_values(results, metric, arm, other)
     if a.size == 0:
         return {"delta": None, "low": None, "high": None, "verdict": None}
-    low, high = paired_bootstrap(a - b, resamples, seed)
+    low, high = paired_bootstrap(a - b, resamples, seed, clusters=clusters)
     return {"delta": float((a - b).mean()), "low": low, "high": high, "verdict": verdict(low, high, metric)}
 
 
@@ -52,7 +54,7 @@ def _row(arm: str, metric: str, items: int, value: float, low: float, high: floa
     row = {"arm": arm, "metric": metric, "items": items, "value": value, "low": low, "high": high}
     for label, diff in (("reference", vs_reference), ("start", vs_start)):
         for key in ("delta", "low", "high", "verdict"):
-            row[f"{key}_vs_{label}" if key != "delta" else f"delta_vs_{label}"] = diff.get(key)
+            row[f"{key}_vs_{label}"] = diff.get(key)
     return row
 
 
@@ -60,33 +62,34 @@ def _progress_lost(results: pl.DataFrame, experiment: Experiment, arms: list[str
                    resamples: int, seed: int) -> list[dict]:  # fmt: skip
     """On the old data: (loss_arm - loss_start) / (loss_init - loss_start), the share of what the
     start learned that the arm lost, with loss_init the loss of a uniform guess (ln vocabulary,
-    where an untrained model starts). Intervals resample the same held-out windows for every model."""
+    where an untrained model starts). Intervals resample the same held-out documents for every model."""
     metric = LOSS_PREFIX + experiment.old
 
-    def share(arm: np.ndarray, start: np.ndarray) -> np.ndarray:
-        return (arm.mean(axis=-1) - start.mean(axis=-1)) / (uniform_loss - start.mean(axis=-1))
+    def share(arm, start):  # of mean losses: floats, or one per resample
+        return (arm - start) / (uniform_loss - start)
 
     reference = experiment.reference_arm
     rows = []
     for arm in arms:
-        a, r, s = paired_values(results, metric, arm, reference, START)
+        (a, r, s), clusters = paired_values(results, metric, arm, reference, START)
         if a.size == 0:
             continue
-        low, high = bootstrap_interval([a, s], share, resamples, seed)
+        low, high = bootstrap_interval([a, s], share, resamples, seed, clusters=clusters)
         vs_reference = {}
         if arm != reference:
-            d_low, d_high = bootstrap_interval([a, r, s], lambda a, r, s: share(a, s) - share(r, s), resamples, seed)
-            vs_reference = {"delta": float(share(a, s) - share(r, s)), "low": d_low, "high": d_high,
-                            "verdict": verdict(d_low, d_high, PROGRESS_LOST)}  # fmt: skip
+            d_low, d_high = bootstrap_interval([a, r, s], lambda a, r, s: share(a, s) - share(r, s), resamples,
+                                               seed, clusters=clusters)  # fmt: skip
+            vs_reference = {"delta": float(share(a.mean(), s.mean()) - share(r.mean(), s.mean())), "low": d_low,
+                            "high": d_high, "verdict": verdict(d_low, d_high, PROGRESS_LOST)}  # fmt: skip
         lost = "lost part of it" if low > 0 else "gained on it" if high < 0 else "no clear change"
-        rows.append(_row(arm, PROGRESS_LOST + experiment.old, a.size, float(share(a, s)), low, high, vs_reference,
-                         {"verdict": lost}))  # fmt: skip
+        rows.append(_row(arm, PROGRESS_LOST + experiment.old, a.size, float(share(a.mean(), s.mean())), low, high,
+                         vs_reference, {"verdict": lost}))  # fmt: skip
     return rows
 
 
 def compare(results: pl.DataFrame, experiment: Experiment, vocab_size: int, resamples: int = 2000,
             seed: int = 0) -> pl.DataFrame:  # fmt: skip
-    """The report: one row per (arm, metric). `results` has columns arm, metric, item, value."""
+    """The report: one row per (arm, metric). `results` has columns arm, metric, item, cluster, value."""
     present = set(results["arm"].unique().to_list())
     missing = [arm for arm in experiment.arms if arm not in present]
     if missing:
@@ -97,10 +100,11 @@ def compare(results: pl.DataFrame, experiment: Experiment, vocab_size: int, resa
     rows = []
     for metric in sorted(results["metric"].unique().to_list()):
         for arm in [START] * has_start + arms:
-            values = results.filter((pl.col("metric") == metric) & (pl.col("arm") == arm))["value"].to_numpy()
+            mine = results.filter((pl.col("metric") == metric) & (pl.col("arm") == arm))
+            values = mine["value"].to_numpy()
             if values.size == 0:
                 continue
-            low, high = mean_interval(values, resamples, seed)
+            low, high = mean_interval(values, resamples, seed, clusters=mine["cluster"].to_numpy())
             compared = arm not in (reference, START)
             vs_reference = _difference(results, metric, arm, reference, resamples, seed) if compared else {}
             vs_start = _difference(results, metric, arm, START, resamples, seed) if has_start and arm != START else {}
