@@ -156,6 +156,12 @@ class ExamSettings(_Settings):
     mmlu_limit: int = Field(120, ge=0, description="MMLU questions (0 = all 14,042).")
     mmlu_shots: int = Field(0, ge=0, le=5, description="Examples from the same subject.")
     humaneval_limit: int = Field(10, ge=0, description="HumanEval problems (0 = all 164).")
+    humaneval_samples: int = Field(
+        0, ge=0, description="Sampled completions per HumanEval problem for pass@k (0 = greedy pass@1 only)."
+    )
+    pass_at_k: list[int] = Field(default_factory=lambda: [1, 10], description="k of pass@k (those <= the samples).")
+    humaneval_temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature for pass@k.")
+    humaneval_top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling for pass@k.")
     max_new_tokens: int = Field(192, ge=1)
     batch_size: int = Field(16, ge=1)
     dtype: ExamDtype = Field(

@@ -2,6 +2,7 @@
 
 import json
 
+import polars as pl
 import pytest
 import torch
 
@@ -182,6 +183,30 @@ def test_a_right_completion_passes_humaneval_and_a_wrong_one_fails():
     assert right["detail"].to_list() == ["passed"] * 3
     wrong = score_completions(problems, ["    return None\n"] * 3, timeout_s=10)
     assert not any(wrong["correct"]) and all(d.startswith("failed") for d in wrong["detail"])
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    from math import comb
+
+    from pipeline.exam.humaneval import pass_at_k
+
+    for n, c, k in ((10, 1, 1), (10, 0, 5), (10, 10, 10), (5, 2, 2), (20, 3, 10), (200, 17, 100)):
+        assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # pass@1 from samples: the share that passed
+
+
+def test_humaneval_samples_give_pass_at_k_per_problem(tiny):
+    from pipeline.exam.data import read_humaneval
+    from pipeline.exam.humaneval import humaneval
+
+    model, tokenizer = tiny
+    problems = read_humaneval()[:2]
+    results = humaneval(model, tokenizer, problems, max_new_tokens=8, batch_size=4, timeout_s=10, samples=3,
+                        ks=(1, 2, 10))  # fmt: skip
+    assert results.group_by("benchmark").len().sort("benchmark").rows() == [
+        ("humaneval", 2), ("humaneval_pass@1", 2), ("humaneval_pass@2", 2)]  # k = 10 > 3 samples: not reported
+    sampled = results.filter(pl.col("benchmark") == "humaneval_pass@1")
+    assert sampled["detail"].to_list() == ["n=3, c=0"] * 2 and sampled["score"].to_list() == [0.0, 0.0]
 
 
 def test_heldout_perplexity_scores_every_target_and_weighs_tokens_equally(tiny, tmp_path):

@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--shots", type=int, default=defaults.mmlu_shots)
     parser.add_argument("--humaneval-limit", type=int, default=defaults.humaneval_limit,
                         help="problems (0 = all 164)")  # fmt: skip
+    parser.add_argument("--samples", type=int, default=defaults.humaneval_samples,
+                        help="sampled completions per HumanEval problem for pass@k (0 = greedy only)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16"])
@@ -37,7 +39,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
                         help="how HumanEval programs run (see curation.sandbox)")  # fmt: skip
     args = parser.parse_args(argv)
     overrides = {"mmlu_limit": args.mmlu_limit, "mmlu_shots": args.shots, "humaneval_limit": args.humaneval_limit,
-                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "dtype": args.dtype}  # fmt: skip
+                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
+                 "humaneval_samples": args.samples}  # fmt: skip
     return args, overrides
 
 

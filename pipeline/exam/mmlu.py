@@ -80,5 +80,6 @@ def mmlu(model, tokenizer, items: list[MmluItem], all_items: list[MmluItem], sho
             rows.append({"benchmark": task.name, "item": item.id,
                          "subject": item.subject, "predicted": LETTERS[predicted],
                          "target": LETTERS[item.answer], "correct": predicted == item.answer,
-                         "detail": ", ".join(f"{s:.3f}" for s in raw)})  # fmt: skip
+                         "detail": ", ".join(f"{s:.3f}" for s in raw),
+                         "score": float(predicted == item.answer)})  # fmt: skip
     return pl.DataFrame(rows)

@@ -9,11 +9,12 @@ from pipeline.exam.intervals import paired_bootstrap
 
 
 def summarize(results: pl.DataFrame) -> dict[str, float]:
-    """Micro and macro (over subjects) accuracy per benchmark."""
+    """Micro and macro (over subjects) accuracy per benchmark: the mean `score` (1 or 0 per item;
+    pass@k: each problem's estimate)."""
     summary: dict[str, float] = {}
     for (benchmark,), group in results.group_by("benchmark", maintain_order=True):
-        summary[f"{benchmark}_acc"] = float(group["correct"].mean())
-        per_subject = group.group_by("subject").agg(pl.col("correct").mean())["correct"]
+        summary[f"{benchmark}_acc"] = float(group["score"].mean())
+        per_subject = group.group_by("subject").agg(pl.col("score").mean())["score"]
         summary[f"{benchmark}_macro_acc"] = float(per_subject.mean())
         summary[f"{benchmark}_items"] = float(group.height)
     return summary

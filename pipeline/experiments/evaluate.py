@@ -30,7 +30,7 @@ def evaluate(model_dir: str | Path, data_dir: Path, exam: ExamSettings, sandbox:
     model, tokenizer = load_model(model_dir, exam.dtype)
     results = sit_exam(model, tokenizer, exam, sandbox)
     item = pl.col("item").cast(pl.String)
-    parts = [results.select(metric="benchmark", item=item, cluster=item, value=pl.col("correct").cast(pl.Float64))]
+    parts = [results.select(metric="benchmark", item=item, cluster=item, value=pl.col("score"))]
     for source in heldout_sources(data_dir):
         losses, documents = window_losses(model, data_dir, f"valid-{source}", seq_len, windows)
         parts.append(pl.DataFrame({"metric": f"{LOSS_PREFIX}{source}", "item": [f"{i:04d}" for i in range(losses.size)],

@@ -20,16 +20,18 @@ def _template(name: str) -> str:
 def model_card(model_name: str, license: str, teacher: str, scores: dict[str, float], training: dict,
                data_summary: dict) -> ModelCard:  # fmt: skip
     evals = []
-    for key, dataset, dataset_type, config in (
-        ("mmlu_cloze_acc", "MMLU (cloze)", "cais/mmlu", "cloze"),
-        ("mmlu_mc_acc", "MMLU (multiple choice)", "cais/mmlu", "multiple_choice"),
-        ("humaneval_acc", "HumanEval", "openai_humaneval", None),
+    sampled = [(key, f"HumanEval ({key.split('_')[1]}, sampled)", "openai_humaneval", None, key.split("_")[1])
+               for key in scores if key.startswith("humaneval_pass@") and key.endswith("_acc")]  # fmt: skip
+    for key, dataset, dataset_type, config, metric in (
+        ("mmlu_cloze_acc", "MMLU (cloze)", "cais/mmlu", "cloze", "accuracy"),
+        ("mmlu_mc_acc", "MMLU (multiple choice)", "cais/mmlu", "multiple_choice", "accuracy"),
+        ("humaneval_acc", "HumanEval", "openai_humaneval", None, "pass@1"),
+        *sampled,
     ):
         if key in scores:
             evals.append(EvalResult(
                 task_type="text-generation", dataset_type=dataset_type, dataset_name=dataset,
-                dataset_config=config, metric_type="pass@1" if "humaneval" in key else "accuracy",
-                metric_value=round(scores[key], 4),
+                dataset_config=config, metric_type=metric, metric_value=round(scores[key], 4),
             ))  # fmt: skip
     data = ModelCardData(
         model_name=model_name, license=license, library_name="transformers",
