@@ -9,12 +9,10 @@ import polars as pl
 
 from assets.metadata import bar_chart, table
 from assets.resources import Schoolhouse
-from pipeline.exam.data import read_mmlu
-from pipeline.exam.mmlu import mmlu, pick_items
 from pipeline.exam.models import load_model
 from pipeline.exam.perplexity import heldout_perplexity
 from pipeline.exam.scores import forgetting, overall_delta, summarize
-from pipeline.exam.sitting import sit_exam
+from pipeline.exam.sitting import multiple_choice, sit_exam
 from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
 from pipeline.teacher.weights import EMBEDDED_TEACHER_NAME, embedded_teacher
 from pipeline.training.mix import DOMAINS
@@ -37,7 +35,7 @@ def exam_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, stu
     chart = bar_chart(list(scores), list(scores.values()), "student exam accuracy",
                       schoolhouse.path("exam", "scores.png"), "accuracy")  # fmt: skip
     per_subject = (
-        results.filter(pl.col("benchmark").str.starts_with("mmlu"))
+        results.filter(~pl.col("benchmark").str.starts_with("humaneval"))
         .group_by("benchmark", "subject").agg(acc=pl.col("correct").mean(), items=pl.len())
         .sort("benchmark", "subject")
     )  # fmt: skip
@@ -72,14 +70,13 @@ def reference_models(schoolhouse: Schoolhouse) -> dict[str, str]:
 
 
 def _forgetting_report(schoolhouse: Schoolhouse, student: pl.DataFrame) -> dict:
-    """Per-subject deltas against each reference model on the same MMLU items, as tables and numbers."""
+    """Per-subject deltas against each reference model on the same multiple-choice items (MMLU and
+    the chosen general-knowledge tasks), as tables and numbers."""
     cfg = schoolhouse.settings.exam
-    all_items = read_mmlu()
-    items = pick_items(all_items, cfg.mmlu_limit, cfg.seed)
     metadata = {}
     for name, folder in reference_models(schoolhouse).items():
         model, tokenizer = load_model(folder, cfg.dtype)
-        reference = mmlu(model, tokenizer, items, all_items, cfg.mmlu_shots, cfg.batch_size, cfg.seed)
+        reference = pl.concat(multiple_choice(model, tokenizer, cfg))
         report = forgetting(student, reference, cfg.forgetting_threshold, cfg.forgetting_min_items, seed=cfg.seed)
         report.write_parquet(schoolhouse.path("exam", f"forgetting-vs-{name}.parquet"))
         for benchmark, value in summarize(reference).items():

@@ -156,6 +156,15 @@ class ExamSettings(_Settings):
     mmlu_limit: int = Field(120, ge=0, description="MMLU questions (0 = all 14,042).")
     mmlu_shots: int = Field(0, ge=0, le=5, description="Examples from the same subject.")
     humaneval_limit: int = Field(10, ge=0, description="HumanEval problems (0 = all 164).")
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="General-knowledge tasks read with `datasets`, beside MMLU and HumanEval: arc_easy, "
+        "arc_challenge, hellaswag, piqa, winogrande, openbookqa, boolq (or your own declaration).",
+    )
+    task_data: dict[str, str] = Field(
+        default_factory=dict, description="Per task, a local file or folder in the hub's schema (no hub here)."
+    )
+    task_limit: int = Field(0, ge=0, description="Items per general-knowledge task (0 = all).")
     humaneval_samples: int = Field(
         0, ge=0, description="Sampled completions per HumanEval problem for pass@k (0 = greedy pass@1 only)."
     )
@@ -180,6 +189,19 @@ class ExamSettings(_Settings):
     forgetting_min_items: int = Field(10, ge=1, description="Subjects with fewer shared items are never flagged.")
     min_mmlu_cloze_acc: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
     min_humaneval_pass: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
+
+    @model_validator(mode="after")
+    def _tasks_are_declared(self) -> ExamSettings:
+        from pipeline.exam.tasks import tasks
+
+        declared = sorted(t.name for t in tasks().values() if t.dataset == "datasets")
+        for name in self.tasks:
+            if name not in declared:
+                raise ValueError(f"exam.tasks: {name!r} is not a declared datasets task ({', '.join(declared)})")
+        for name in self.task_data:
+            if name not in self.tasks:
+                raise ValueError(f"exam.task_data.{name}: not one of exam.tasks ({', '.join(self.tasks) or 'none'})")
+        return self
 
 
 class ReleaseSettings(_Settings):

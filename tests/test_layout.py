@@ -101,7 +101,8 @@ def test_a_bad_profile_file_names_the_file_and_the_field(tmp_path, monkeypatch, 
 
 
 def test_exam_tasks_are_declarations():
-    assert set(tasks()) == {"mmlu_cloze", "mmlu_mc", "humaneval"}
+    assert set(tasks()) == {"mmlu_cloze", "mmlu_mc", "humaneval", "arc_easy", "arc_challenge", "hellaswag", "piqa",
+                            "winogrande", "openbookqa", "boolq"}  # fmt: skip
     cloze = tasks()["mmlu_cloze"]
     assert cloze.render(question="Why?", choices=["a", "b", "c", "d"], letters="ABCD") == "Question: Why?\nAnswer:"
     mc = tasks()["mmlu_mc"]
@@ -119,6 +120,11 @@ def test_exam_tasks_are_declarations():
         ("task: t\ndataset: mmlu\noutput_type: multiple_choice\nmetric: acc\nprompt: '{{ x'\nchoice: y\n",
          r"prompt: unexpected end of template"),
         ("task: t\nshots: 5\n", r"unknown field shots"),
+        ("task: t\ndataset: datasets\ndataset_path: d\noutput_type: multiple_choice\nmetric: acc\nprompt: x\n"
+         "target: t\n",
+         r"give `choices` \(scored after the prompt\) or `contexts`"),
+        ("task: t\ndataset: datasets\noutput_type: multiple_choice\nmetric: acc\nprompt: x\nchoices: a\n",
+         r"missing field 'dataset_path'"),
     ],
 )
 def test_a_bad_task_file_names_the_file_and_the_field(tmp_path, text, message):

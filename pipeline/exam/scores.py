@@ -22,12 +22,13 @@ def summarize(results: pl.DataFrame) -> dict[str, float]:
 
 def forgetting(student: pl.DataFrame, reference: pl.DataFrame, threshold: float, min_items: int = 10,
                resamples: int = 2000, seed: int = 0) -> pl.DataFrame:  # fmt: skip
-    """Per-subject MMLU accuracy of the student against a reference model on the same items, with
+    """Per-subject accuracy on the scored-choice tasks (MMLU subjects; each general-knowledge task is
+    one subject) of the student against a reference model on the same items, with
     the delta's 95% interval (paired bootstrap over the subject's items). A subject is flagged only
     when it dropped by more than `threshold` and the interval lies below zero; a subject with fewer
     than `min_items` shared items is reported as such and never flagged."""
     pairs = (
-        student.filter(pl.col("benchmark").str.starts_with("mmlu"))
+        student.filter(~pl.col("benchmark").str.starts_with("humaneval"))
         .select("benchmark", "subject", "item", student=pl.col("correct").cast(pl.Float64))
         .join(reference.select("benchmark", "item", reference=pl.col("correct").cast(pl.Float64)),
               on=["benchmark", "item"], how="inner")  # fmt: skip

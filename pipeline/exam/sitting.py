@@ -1,4 +1,5 @@
-"""One sitting of the exam: every MMLU task and HumanEval, as the exam settings say."""
+"""One sitting of the exam: every MMLU task, the chosen general-knowledge tasks and HumanEval, as
+the exam settings say."""
 
 from __future__ import annotations
 
@@ -6,16 +7,27 @@ import polars as pl
 
 from pipeline.exam.data import read_humaneval, read_mmlu
 from pipeline.exam.humaneval import humaneval
+from pipeline.exam.knowledge import knowledge_task, load_rows, sit_knowledge_task
 from pipeline.exam.mmlu import mmlu, pick_items
 from pipeline.sandbox.pool import SandboxMode
 from pipeline.settings import ExamSettings
 
 
-def sit_exam(model, tokenizer, cfg: ExamSettings, sandbox: SandboxMode = SandboxMode.isolated) -> pl.DataFrame:
-    """Per-item results (benchmark, item, subject, predicted, target, correct, detail, score)."""
+def multiple_choice(model, tokenizer, cfg: ExamSettings) -> list[pl.DataFrame]:
+    """The scored-choice part of the exam: MMLU in every formulation, then each chosen task."""
     all_items = read_mmlu()
     items = pick_items(all_items, cfg.mmlu_limit, cfg.seed)
     results = [mmlu(model, tokenizer, items, all_items, cfg.mmlu_shots, cfg.batch_size, cfg.seed)]
+    for name in cfg.tasks:
+        task = knowledge_task(name)
+        rows = load_rows(task, cfg.task_data.get(name, ""), cfg.task_limit)
+        results.append(sit_knowledge_task(model, tokenizer, task, rows, cfg.batch_size))
+    return results
+
+
+def sit_exam(model, tokenizer, cfg: ExamSettings, sandbox: SandboxMode = SandboxMode.isolated) -> pl.DataFrame:
+    """Per-item results (benchmark, item, subject, predicted, target, correct, detail, score)."""
+    results = multiple_choice(model, tokenizer, cfg)
     problems = read_humaneval()[: cfg.humaneval_limit or None]
     if problems:
         results.append(

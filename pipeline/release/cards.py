@@ -20,13 +20,19 @@ def _template(name: str) -> str:
 def model_card(model_name: str, license: str, teacher: str, scores: dict[str, float], training: dict,
                data_summary: dict) -> ModelCard:  # fmt: skip
     evals = []
-    sampled = [(key, f"HumanEval ({key.split('_')[1]}, sampled)", "openai_humaneval", None, key.split("_")[1])
+    more = [(key, f"HumanEval ({key.split('_')[1]}, sampled)", "openai_humaneval", None, key.split("_")[1])
                for key in scores if key.startswith("humaneval_pass@") and key.endswith("_acc")]  # fmt: skip
+    from pipeline.exam.tasks import tasks
+
+    for task in (t for t in tasks().values() if t.dataset == "datasets"):
+        for key, metric in ((f"{task.name}_acc", "acc"), (f"{task.name}_norm_acc", "acc_norm")):
+            if key in scores:
+                more.append((key, f"{task.name} ({metric})", task.dataset_path, task.dataset_name, metric))
     for key, dataset, dataset_type, config, metric in (
         ("mmlu_cloze_acc", "MMLU (cloze)", "cais/mmlu", "cloze", "accuracy"),
         ("mmlu_mc_acc", "MMLU (multiple choice)", "cais/mmlu", "multiple_choice", "accuracy"),
         ("humaneval_acc", "HumanEval", "openai_humaneval", None, "pass@1"),
-        *sampled,
+        *more,
     ):
         if key in scores:
             evals.append(EvalResult(
