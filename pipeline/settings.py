@@ -155,6 +155,11 @@ class ExamDtype(str, Enum):
 class ExamSettings(_Settings):
     mmlu_limit: int = Field(120, ge=0, description="MMLU questions (0 = all 14,042).")
     mmlu_shots: int = Field(0, ge=0, le=5, description="Examples from the same subject.")
+    mmlu_tasks: list[str] = Field(
+        default_factory=lambda: ["mmlu_cloze", "mmlu_mc"],
+        description="MMLU formulations: mmlu_cloze, mmlu_mc (this project's prompts), mmlu and "
+        "mmlu_continuation (lm-evaluation-harness 0.4.13's, with the subject line; acc and acc_norm).",
+    )
     humaneval_limit: int = Field(10, ge=0, description="HumanEval problems (0 = all 164).")
     tasks: list[str] = Field(
         default_factory=list,
@@ -194,6 +199,10 @@ class ExamSettings(_Settings):
     def _tasks_are_declared(self) -> ExamSettings:
         from pipeline.exam.tasks import tasks
 
+        mmlu = sorted(t.name for t in tasks().values() if t.dataset == "mmlu")
+        for name in self.mmlu_tasks:
+            if name not in mmlu:
+                raise ValueError(f"exam.mmlu_tasks: {name!r} is not a declared MMLU task ({', '.join(mmlu)})")
         declared = sorted(t.name for t in tasks().values() if t.dataset == "datasets")
         for name in self.tasks:
             if name not in declared:

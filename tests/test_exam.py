@@ -53,17 +53,43 @@ def test_accuracy_is_exactly_what_the_scores_say(tiny):
     results = mmlu(model, tokenizer, items, read_mmlu(), shots=0, batch_size=8, seed=0)
     expected = {}
     for task in tasks_for("mmlu"):
-        correct = 0
-        for item in items:
-            scores = [by_hand(model, tokenizer, r) for r in requests_for(task, item, [])]
-            if task.metric == "acc_norm":
-                scores = [s / len(item.choices[c]) for c, s in enumerate(scores)]
-            correct += max(range(4), key=lambda c: scores[c]) == item.answer
-        expected[f"{task.name}_acc"] = correct / len(items)
-    assert set(expected) == {"mmlu_cloze_acc", "mmlu_mc_acc"}
+        for metric in task.metrics:
+            correct = 0
+            for item in items:
+                scores = [by_hand(model, tokenizer, r) for r in requests_for(task, item, [])]
+                if metric == "acc_norm":
+                    scores = [s / len(item.choices[c]) for c, s in enumerate(scores)]
+                correct += max(range(4), key=lambda c: scores[c]) == item.answer
+            name = task.name if metric == task.metric else f"{task.name}_norm"
+            expected[f"{name}_acc"] = correct / len(items)
+    assert set(expected) == {"mmlu_cloze_acc", "mmlu_mc_acc", "mmlu_acc", "mmlu_continuation_acc",
+                             "mmlu_continuation_norm_acc"}  # fmt: skip
     summary = summarize(results)
     for key, value in expected.items():
         assert summary[key] == value
+
+
+def test_the_harness_mmlu_templates_are_its_own_character_for_character():
+    """What lm-evaluation-harness 0.4.13 builds for mmlu_<subject> and mmlu_<subject>_continuation:
+    description + doc_to_text (+ shots), then target_delimiter " " + the choice."""
+    from pipeline.exam.data import MmluItem
+
+    item = MmluItem("mmlu/x/1", "high school biology", "  Which organelle makes ATP?\n", ("Nucleus", "Mitochondrion",
+                    "Ribosome", "Golgi body"), 1)  # fmt: skip
+    shot = MmluItem("mmlu/x/2", "high school biology", "What carries oxygen?", ("Plasma", "Platelets", "Red cells",
+                    "White cells"), 2)  # fmt: skip
+    letters = requests_for(tasks()["mmlu"], item, [shot])
+    assert letters[0].context == (
+        "The following are multiple choice questions (with answers) about high school biology.\n\n"
+        "What carries oxygen?\nA. Plasma\nB. Platelets\nC. Red cells\nD. White cells\nAnswer: C\n\n"
+        "Which organelle makes ATP?\nA. Nucleus\nB. Mitochondrion\nC. Ribosome\nD. Golgi body\nAnswer:"
+    )
+    assert [r.continuation for r in letters] == [" A", " B", " C", " D"]
+    cloze = requests_for(tasks()["mmlu_continuation"], item, [])
+    assert cloze[0].context == ("The following are questions (with answers) about high school biology.\n\n"
+                                "Question: Which organelle makes ATP?\nAnswer:")  # fmt: skip
+    assert [r.continuation for r in cloze] == [" Nucleus", " Mitochondrion", " Ribosome", " Golgi body"]
+    assert tasks()["mmlu_continuation"].metrics == ("acc", "acc_norm") and tasks()["mmlu"].metrics == ("acc",)
 
 
 def test_a_model_that_always_answers_b_scores_the_share_of_b(tiny):

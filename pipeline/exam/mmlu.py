@@ -42,7 +42,8 @@ def shots_for(item: MmluItem, pool: dict[str, list[MmluItem]], k: int, seed: int
 
 def item_fields(item: MmluItem) -> dict:
     """What a task's templates see of an MMLU item."""
-    return {"question": item.question, "choices": list(item.choices), "letters": LETTERS, "subject": item.subject}
+    return {"question": item.question, "choices": list(item.choices), "letters": LETTERS, "subject": item.subject,
+            "subject_name": item.subject.replace("_", " ")}  # fmt: skip
 
 
 def requests_for(task: Task, item: MmluItem, shots: list[MmluItem]) -> list[Request]:
@@ -51,7 +52,7 @@ def requests_for(task: Task, item: MmluItem, shots: list[MmluItem]) -> list[Requ
     def answered(of: MmluItem, fields: dict, choice: int) -> str:
         return task.choice.render(**fields, choice=of.choices[choice], letter=LETTERS[choice])
 
-    prefix = ""
+    prefix = task.description.render(**item_fields(item)) if task.description else ""
     for shot in shots:
         fields = item_fields(shot)
         prefix += task.render(**fields) + answered(shot, fields, shot.answer) + task.fewshot_delimiter
@@ -60,26 +61,36 @@ def requests_for(task: Task, item: MmluItem, shots: list[MmluItem]) -> list[Requ
     return [Request(context, answered(item, fields, c)) for c in range(len(item.choices))]
 
 
+def mmlu_tasks(names: list[str] | None = None) -> list[Task]:
+    """The MMLU formulations to run: the named ones, or every declared one without a name list."""
+    declared = {task.name: task for task in tasks_for("mmlu")}
+    if names is None:
+        return list(declared.values())
+    return [declared[name] for name in names]
+
+
 def mmlu(model, tokenizer, items: list[MmluItem], all_items: list[MmluItem], shots: int,
-         batch_size: int, seed: int) -> pl.DataFrame:  # fmt: skip
-    """Per-item results for every MMLU task."""
+         batch_size: int, seed: int, formulations: list[str] | None = None) -> pl.DataFrame:  # fmt: skip
+    """Per-item results for the chosen MMLU formulations: one row per item and metric (the task's
+    first metric under its name, acc_norm after acc as `<task>_norm`, as the harness reports both)."""
     pool: dict[str, list[MmluItem]] = defaultdict(list)
     for item in all_items:
         pool[item.subject].append(item)
     rows = []
-    for task in tasks_for("mmlu"):
+    for task in mmlu_tasks(formulations):
         requests = []
         for item in items:
             requests += requests_for(task, item, shots_for(item, pool, shots, seed))
         scores = loglikelihoods(model, tokenizer, requests, batch_size)
         for n, item in enumerate(items):
             raw = scores[4 * n : 4 * n + 4]
-            if task.metric == "acc_norm":  # by the answer's characters, as the harness' acc_norm
-                raw = [s / max(1, len(item.choices[c])) for c, s in enumerate(raw)]
-            predicted = max(range(4), key=lambda c: raw[c])
-            rows.append({"benchmark": task.name, "item": item.id,
-                         "subject": item.subject, "predicted": LETTERS[predicted],
-                         "target": LETTERS[item.answer], "correct": predicted == item.answer,
-                         "detail": ", ".join(f"{s:.3f}" for s in raw),
-                         "score": float(predicted == item.answer)})  # fmt: skip
+            by_metric = {"acc": raw,  # acc_norm: per character of the answer, as the harness' acc_norm
+                         "acc_norm": [s / max(1, len(item.choices[c])) for c, s in enumerate(raw)]}  # fmt: skip
+            for metric in task.metrics:
+                predicted = max(range(4), key=lambda c: by_metric[metric][c])
+                rows.append({"benchmark": task.name if metric == task.metric else f"{task.name}_norm",
+                             "item": item.id, "subject": item.subject, "predicted": LETTERS[predicted],
+                             "target": LETTERS[item.answer], "correct": predicted == item.answer,
+                             "detail": ", ".join(f"{s:.3f}" for s in by_metric[metric]),
+                             "score": float(predicted == item.answer)})  # fmt: skip
     return pl.DataFrame(rows)

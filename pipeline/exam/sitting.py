@@ -17,7 +17,7 @@ def multiple_choice(model, tokenizer, cfg: ExamSettings) -> list[pl.DataFrame]:
     """The scored-choice part of the exam: MMLU in every formulation, then each chosen task."""
     all_items = read_mmlu()
     items = pick_items(all_items, cfg.mmlu_limit, cfg.seed)
-    results = [mmlu(model, tokenizer, items, all_items, cfg.mmlu_shots, cfg.batch_size, cfg.seed)]
+    results = [mmlu(model, tokenizer, items, all_items, cfg.mmlu_shots, cfg.batch_size, cfg.seed, cfg.mmlu_tasks)]
     for name in cfg.tasks:
         task = knowledge_task(name)
         rows = load_rows(task, cfg.task_data.get(name, ""), cfg.task_limit)

@@ -58,6 +58,7 @@ class Task:
     until: tuple[str, ...] = ()  # generate_until: the completion ends before the first of these
     program: jinja2.Template | None = None  # generate_until: what runs in the sandbox
     metrics: tuple[str, ...] = ()  # every metric reported; `metric` is the first
+    description: jinja2.Template | None = None  # once before the shots and the item (the harness' description)
     dataset_path: str = ""  # dataset: datasets
     dataset_name: str | None = None
     split: str = "test"
@@ -85,7 +86,7 @@ def read_task(path: Path) -> Task:
     """One declaration; a missing or unknown field fails naming the file and the field."""
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     known = {"task", "dataset", "output_type", "prompt", "choice", "metric", "fewshot_delimiter", "until", "program",
-             *DATASETS_FIELDS}  # fmt: skip
+             "description", *DATASETS_FIELDS}  # fmt: skip
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{path}: unknown field {', '.join(unknown)}")
@@ -113,6 +114,7 @@ def read_task(path: Path) -> Task:
         prompt=_template(path, values, "prompt", True),
         metric=metrics[0],
         metrics=metrics,
+        description=_template(path, values, "description", False),
         choice=_template(path, values, "choice", choosing),
         fewshot_delimiter=values.get("fewshot_delimiter", "\n\n"),
         until=tuple(values.get("until", ())),
