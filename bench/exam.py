@@ -99,7 +99,8 @@ def main() -> None:
 
     model, tokenizer = load_model(model_dir, args.dtype)
     started = time.perf_counter()
-    results = mmlu(model, tokenizer, items, all_items, shots=0, batch_size=args.batch_size, seed=0)
+    results = mmlu(model, tokenizer, items, all_items, shots=0, batch_size=args.batch_size, seed=0,
+                   formulations=["mmlu_cloze", "mmlu_mc"])
     ours_s = time.perf_counter() - started
 
     print(f"\n{'':24}{'items/s':>10}{'cloze acc':>11}{'mc acc':>9}")
