@@ -107,7 +107,8 @@ def meets_release_minimum(schoolhouse: Schoolhouse, exam_report: pl.DataFrame) -
     card and the release do not run (0 = no gate)."""
     cfg = schoolhouse.settings.exam
     summary = summarize(exam_report)
-    cloze, humaneval = summary.get("mmlu_cloze_acc", 0.0), summary.get("humaneval_acc", 0.0)
+    cloze = summary.get("mmlu_continuation_norm_acc", summary.get("mmlu_cloze_acc", 0.0))
+    humaneval = summary.get("humaneval_acc", 0.0)
     passed = cloze >= cfg.min_mmlu_cloze_acc and humaneval >= cfg.min_humaneval_pass
     return dg.AssetCheckResult(
         passed=passed,

@@ -156,9 +156,9 @@ class ExamSettings(_Settings):
     mmlu_limit: int = Field(120, ge=0, description="MMLU questions (0 = all 14,042).")
     mmlu_shots: int = Field(0, ge=0, le=5, description="Examples from the same subject.")
     mmlu_tasks: list[str] = Field(
-        default_factory=lambda: ["mmlu_cloze", "mmlu_mc"],
-        description="MMLU formulations: mmlu_cloze, mmlu_mc (this project's prompts), mmlu and "
-        "mmlu_continuation (lm-evaluation-harness 0.4.13's, with the subject line; acc and acc_norm).",
+        default_factory=lambda: ["mmlu", "mmlu_continuation"],
+        description="MMLU formulations: mmlu and mmlu_continuation (lm-evaluation-harness 0.4.13's own, with "
+        "the subject line; acc, and acc and acc_norm), mmlu_cloze and mmlu_mc (this project's earlier prompts).",
     )
     humaneval_limit: int = Field(10, ge=0, description="HumanEval problems (0 = all 164).")
     tasks: list[str] = Field(
@@ -192,7 +192,9 @@ class ExamSettings(_Settings):
         0.05, ge=0, le=1, description="Flag subjects that drop more than this, with a 95% interval below zero."
     )
     forgetting_min_items: int = Field(10, ge=1, description="Subjects with fewer shared items are never flagged.")
-    min_mmlu_cloze_acc: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
+    min_mmlu_cloze_acc: float = Field(
+        0.0, ge=0, le=1, description="Release gate (blocking check): MMLU cloze acc_norm (mmlu_continuation_norm)."
+    )
     min_humaneval_pass: float = Field(0.0, ge=0, le=1, description="Release gate (blocking check).")
 
     @model_validator(mode="after")

@@ -88,18 +88,18 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     # The exam asked what the config says, the same items both ways, and scored what it predicted.
     report = table(artifact_home, "exam_report")
     counts = dict(report.group_by("benchmark").len().iter_rows())
-    assert counts == {"mmlu_cloze": 24, "mmlu_mc": 24, "humaneval": 3}
+    assert counts == {"mmlu": 24, "mmlu_continuation": 24, "mmlu_continuation_norm": 24, "humaneval": 3}
     mmlu = report.filter(pl.col("benchmark").str.starts_with("mmlu"))
-    cloze_items = set(mmlu.filter(pl.col("benchmark") == "mmlu_cloze")["item"])
-    assert cloze_items == set(mmlu.filter(pl.col("benchmark") == "mmlu_mc")["item"])
+    cloze_items = set(mmlu.filter(pl.col("benchmark") == "mmlu_continuation")["item"])
+    assert cloze_items == set(mmlu.filter(pl.col("benchmark") == "mmlu")["item"])
     assert mmlu["subject"].n_unique() == 24  # spread over subjects
     assert set(mmlu["predicted"]) <= set("ABCD")
     assert (mmlu["correct"] == (mmlu["predicted"] == mmlu["target"])).all()
     exam_event = next(e for e in results[2].get_asset_materialization_events()
                       if e.asset_key.to_user_string() == "exam_report")  # fmt: skip
     exam_metadata = exam_event.materialization.metadata
-    assert exam_metadata["mmlu_cloze_acc"].value == pytest.approx(mmlu.filter(
-        pl.col("benchmark") == "mmlu_cloze")["correct"].mean())  # fmt: skip
+    assert exam_metadata["mmlu_continuation_norm_acc"].value == pytest.approx(mmlu.filter(
+        pl.col("benchmark") == "mmlu_continuation_norm")["correct"].mean())  # fmt: skip
     perplexity = exam_metadata["heldout_perplexity_text"].value
     assert math.isnan(perplexity) or 1 < perplexity < 49_152  # below a uniform guess over the vocabulary
 

@@ -277,10 +277,11 @@ def test_the_exam_cli_sits_any_model_folder(tiny, tmp_path):
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout[run.stdout.index("{"):])
-    assert (summary["mmlu_cloze_items"], summary["mmlu_mc_items"], summary["humaneval_items"]) == (6, 6, 1)
+    assert (summary["mmlu_items"], summary["mmlu_continuation_norm_items"], summary["humaneval_items"]) == (6, 6, 1)
     assert summary["dtype"] == "torch.float32"  # the demo profile's `auto` on a CPU
     results = pl.read_parquet(out)
-    assert results.height == 13 and set(results["benchmark"]) == {"mmlu_cloze", "mmlu_mc", "humaneval"}
+    assert results.height == 19
+    assert set(results["benchmark"]) == {"mmlu", "mmlu_continuation", "mmlu_continuation_norm", "humaneval"}
 
     bad = subprocess.run([sys.executable, "-m", "pipeline.exam", str(tmp_path / "model"), "--profile", "huge"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip

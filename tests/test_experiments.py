@@ -147,7 +147,7 @@ def test_an_experiment_trains_its_start_and_arms_and_reports_from_their_runs(art
         assert row["value"] == pytest.approx(mine.mean()) and row["items"] == mine.len()
         assert row["low"] <= row["value"] <= row["high"]
     metrics = set(report["metric"])
-    assert {"mmlu_cloze", "mmlu_mc", "humaneval", "heldout_loss_code", "heldout_loss_replay",
-            "progress_lost_replay"} <= metrics  # fmt: skip
+    assert {"mmlu", "mmlu_continuation", "mmlu_continuation_norm", "humaneval", "heldout_loss_code",
+            "heldout_loss_replay", "progress_lost_replay"} <= metrics  # fmt: skip
     assert set(report["arm"]) == {START, "finetune", "replay"}
     assert (experiment / "report.png").stat().st_size > 1000 and "# tiny" in (experiment / "report.md").read_text()

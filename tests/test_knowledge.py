@@ -89,7 +89,8 @@ def test_the_exam_sits_chosen_tasks_from_local_files_and_a_bad_one_is_named(tiny
                                     "tasks": ["piqa", "boolq"], "task_data": data}}).exam  # fmt: skip
     results = sit_exam(model, tokenizer, cfg)
     assert results.group_by("benchmark").len().sort("benchmark").rows() == [
-        ("boolq", 1), ("humaneval", 1), ("mmlu_cloze", 4), ("mmlu_mc", 4), ("piqa", 1), ("piqa_norm", 1)]  # fmt: skip
+        ("boolq", 1), ("humaneval", 1), ("mmlu", 4), ("mmlu_continuation", 4), ("mmlu_continuation_norm", 4),
+        ("piqa", 1), ("piqa_norm", 1)]  # fmt: skip
     assert resolve("demo").exam.tasks == []  # the offline default: MMLU and HumanEval only
     with pytest.raises(ConfigError, match=r"exam.tasks: 'sciq' is not a declared datasets task \(arc_challenge"):
         resolve("demo", {"exam": {"tasks": ["sciq"]}})

@@ -60,7 +60,7 @@ def test_model_and_dataset_folders_load_offline(tiny_model, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rows = curated_rows()
     card = cards.model_card("tiny-student", "apache-2.0", "SmolLM2-135M-Instruct",
-                              {"mmlu_cloze_acc": 0.3, "mmlu_mc_acc": 0.25, "humaneval_acc": 0.0},
+                              {"mmlu_acc": 0.25, "mmlu_continuation_norm_acc": 0.3, "humaneval_acc": 0.0},
                               json.loads((tiny_model.parent / "summary.json").read_text()),
                               cards.data_summary(rows))  # fmt: skip
     folder = folders.build_model_folder(tiny_model, card, tmp_path / "model")
@@ -68,7 +68,7 @@ def test_model_and_dataset_folders_load_offline(tiny_model, tmp_path, monkeypatc
         assert (folder / name).exists(), name
     loaded = ModelCard.load(folder / "README.md")
     results = {(r.dataset_name, r.metric_type): r.metric_value for r in loaded.data.eval_results}
-    assert results == {("MMLU (cloze)", "accuracy"): 0.3, ("MMLU (multiple choice)", "accuracy"): 0.25,
+    assert results == {("MMLU", "acc"): 0.25, ("MMLU (continuation)", "acc_norm"): 0.3,
                        ("HumanEval", "pass@1"): 0.0}  # fmt: skip
     assert "contamination rate" in loaded.text and "SmolLM2-135M-Instruct" in loaded.text
     model = AutoModelForCausalLM.from_pretrained(folder)
