@@ -30,8 +30,8 @@ def model_card(model_name: str, license: str, teacher: str, scores: dict[str, fl
                 more.append((key, f"{task.name} ({metric})", task.dataset_path, task.dataset_name, metric))
     for key, dataset, dataset_type, config, metric in (
         ("mmlu_acc", "MMLU", "cais/mmlu", "all", "acc"),
-        ("mmlu_continuation_acc", "MMLU (continuation)", "cais/mmlu", "all", "acc"),
-        ("mmlu_continuation_norm_acc", "MMLU (continuation)", "cais/mmlu", "all", "acc_norm"),
+        ("mmlu_continuation_acc", "MMLU (continuation)", "cais/mmlu", "continuation", "acc"),
+        ("mmlu_continuation_norm_acc", "MMLU (continuation)", "cais/mmlu", "continuation", "acc_norm"),
         ("mmlu_cloze_acc", "MMLU (cloze, schoolhouse prompt)", "cais/mmlu", "cloze", "accuracy"),
         ("mmlu_mc_acc", "MMLU (multiple choice, schoolhouse prompt)", "cais/mmlu", "multiple_choice", "accuracy"),
         ("humaneval_acc", "HumanEval", "openai_humaneval", None, "pass@1"),
