@@ -1,13 +1,16 @@
-"""Exam benchmark: this project's MMLU log-likelihood engine vs lm-evaluation-harness.
+"""Exam benchmark: this project's MMLU log-likelihood engine vs lm-evaluation-harness, both with
+the harness' stock MMLU templates.
 
 The same model (default: the embedded teacher, SmolLM2-135M-Instruct) and the same MMLU
-questions (a seeded sample spread over the 57 subjects) go through `pipeline.exam.mmlu` and
+questions (a seeded sample spread over the 57 subjects) go through `pipeline.exam.mmlu` (tasks
+`mmlu` and `mmlu_continuation`, this project's declarations of the harness' templates) and
 through the harness' HF backend, which reads them from the same local file through two custom
-tasks whose prompts are this exam's two formulations (cloze with acc_norm, letters with acc).
-Both run in the same dtype (fp32 unless `--dtype bfloat16`) on the same CPU threads with the
-same batch size, one after the other; model loading is excluded from both. Prints items/s for
-each side, their ratio, the accuracies in both formulations, and how many items the two sides
-answered differently.
+tasks that copy the stock `mmlu_<subject>` and `mmlu_<subject>_continuation` configurations
+(description line, doc_to_text, doc_to_choice, target delimiter) since the hub's cais/mmlu cannot
+be reached here. Both run in the same dtype (fp32 unless `--dtype bfloat16`) on the same CPU
+threads with the same batch size, one after the other; model loading is excluded from both.
+Prints items/s for each side, their ratio, the accuracies (mmlu acc; continuation acc and
+acc_norm), and how many items the two sides answered differently.
 
     python bench/exam.py [--items 500] [--lm-eval-python PATH]
 
@@ -29,38 +32,49 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TASK = """task: schoolhouse_mmlu_{name}
+TASK = """task: {task}
 dataset_path: json
 dataset_kwargs:
   data_files:
     test: {data}
 test_split: test
 output_type: multiple_choice
+description: {description}
 doc_to_text: {text}
 doc_to_choice: {choices}
 doc_to_target: answer
 target_delimiter: " "
 metric_list:
-  - metric: {metric}
+  - metric: acc
+  - metric: acc_norm
 """
+# lm-evaluation-harness 0.4.13: mmlu/default/_default_template_yaml and
+# mmlu/continuation/_continuation_template_yaml, with each subject file's description line.
+STOCK = {
+    "mmlu": ("The following are multiple choice questions (with answers) about {{subject}}.\n\n",
+             "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
+             "D. {{choices[3]}}\nAnswer:", '["A", "B", "C", "D"]'),
+    "mmlu_continuation": ("The following are questions (with answers) about {{subject}}.\n\n",
+                          "Question: {{question.strip()}}\nAnswer:", "'{{choices}}'"),
+}  # fmt: skip
+# what each side reports: (benchmark of ours, the harness task, its metric)
+COMPARED = [("mmlu", "schoolhouse_stock_mmlu", "acc"),
+            ("mmlu_continuation", "schoolhouse_stock_mmlu_continuation", "acc"),
+            ("mmlu_continuation_norm", "schoolhouse_stock_mmlu_continuation", "acc_norm")]  # fmt: skip
 
 
 def write_tasks(items, folder: Path) -> None:
-    """The sampled items as a JSON-lines file, and one harness task per formulation."""
+    """The sampled items as a JSON-lines file, and the harness' two stock tasks over it."""
     data = folder / "mmlu.jsonl"
     with data.open("w") as f:
         for item in items:
-            f.write(
-                json.dumps({"question": item.question, "choices": list(item.choices), "answer": item.answer}) + "\n"
-            )
-    cloze_text = json.dumps("Question: {{question}}\nAnswer:")
-    mc_text = json.dumps(
-        "{{question}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"
-    )
-    (folder / "cloze.yaml").write_text(TASK.format(name="cloze", data=data, text=cloze_text,
-                                                   choices="'{{choices}}'", metric="acc_norm"))  # fmt: skip
-    (folder / "mc.yaml").write_text(TASK.format(name="mc", data=data, text=mc_text,
-                                                choices='["A", "B", "C", "D"]', metric="acc"))  # fmt: skip
+            row = {"question": item.question, "choices": list(item.choices), "answer": item.answer,
+                   "subject": item.subject.replace("_", " ")}  # fmt: skip
+            f.write(json.dumps(row) + "\n")
+    for name, (description, text, choices) in STOCK.items():
+        (folder / f"{name}.yaml").write_text(TASK.format(task=f"schoolhouse_stock_{name}", data=data,
+                                                         description=json.dumps(description), text=json.dumps(text),
+                                                         choices=choices))  # fmt: skip
 
 
 def main() -> None:
@@ -100,26 +114,30 @@ def main() -> None:
     model, tokenizer = load_model(model_dir, args.dtype)
     started = time.perf_counter()
     results = mmlu(model, tokenizer, items, all_items, shots=0, batch_size=args.batch_size, seed=0,
-                   formulations=["mmlu_cloze", "mmlu_mc"])
+                   formulations=list(STOCK))  # fmt: skip
     ours_s = time.perf_counter() - started
 
-    print(f"\n{'':24}{'items/s':>10}{'cloze acc':>11}{'mc acc':>9}")
     truth = [item.answer for item in items]
-    accuracy = {}
-    for name in ("cloze", "mc"):
-        ours = [ord(p) - ord("A") for p in results.filter(results["benchmark"] == f"mmlu_{name}")["predicted"]]
-        accuracy[("ours", name)] = sum(p == t for p, t in zip(ours, truth, strict=True)) / len(items)
-        accuracy[("lm-eval", name)] = sum(
-            p == t for p, t in zip(theirs["predictions"][name], truth, strict=True)
-        ) / len(items)
-        accuracy[("differ", name)] = sum(a != b for a, b in zip(ours, theirs["predictions"][name], strict=True))
+    print(f"\n{'':24}{'items/s':>10}" + "".join(f"{b:>24}" for b, _, _ in COMPARED))
+    rows = {}
     for side, seconds in (("schoolhouse", ours_s), ("lm-evaluation-harness", theirs["seconds"])):
-        key = "ours" if side == "schoolhouse" else "lm-eval"
-        print(f"{side:24}{len(items) / seconds:>10.2f}{accuracy[key, 'cloze']:>11.4f}{accuracy[key, 'mc']:>9.4f}")
+        accuracies = []
+        for benchmark, task, metric in COMPARED:
+            if side == "schoolhouse":
+                picked = [ord(p) - ord("A") for p in results.filter(results["benchmark"] == benchmark)["predicted"]]
+            else:
+                picked = theirs["predictions"][task][metric]
+            rows[side, benchmark] = picked
+            accuracies.append(sum(p == t for p, t in zip(picked, truth, strict=True)) / len(items))
+        print(f"{side:24}{len(items) / seconds:>10.2f}" + "".join(f"{a:>24.4f}" for a in accuracies))
+    gaps = []
+    for benchmark, _, _ in COMPARED:
+        ours, harness = rows["schoolhouse", benchmark], rows["lm-evaluation-harness", benchmark]
+        right = [sum(p == t for p, t in zip(side, truth, strict=True)) for side in (ours, harness)]
+        differ = sum(a != b for a, b in zip(ours, harness, strict=True))
+        gaps.append(f"{benchmark} {100 * abs(right[0] - right[1]) / len(items):.2f} pt, {differ} items differ")
     print(f"\nspeed ratio {theirs['seconds'] / ours_s:.2f}x ({ours_s:.1f} s vs {theirs['seconds']:.1f} s); "
-          f"accuracy gap cloze {100 * abs(accuracy['ours', 'cloze'] - accuracy['lm-eval', 'cloze']):.2f} pt, "
-          f"mc {100 * abs(accuracy['ours', 'mc'] - accuracy['lm-eval', 'mc']):.2f} pt; items answered differently: "
-          f"cloze {accuracy['differ', 'cloze']}, mc {accuracy['differ', 'mc']}")  # fmt: skip
+          + "; ".join(gaps))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """lm-evaluation-harness's side of bench/exam.py, run by an interpreter that has `lm-eval`.
 
-Evaluates the two MMLU tasks that bench/exam.py wrote (same questions, same prompts as this
-project's exam) with the harness' HF backend and prints, as one JSON line, the evaluation time
-(model loading excluded) and each item's predicted answer in both formulations.
+Evaluates the two MMLU tasks that bench/exam.py wrote (the same questions, the harness' stock
+templates) with the harness' HF backend and prints, as one JSON line, the evaluation time (model
+loading excluded) and each item's predicted answer per task and metric (acc, acc_norm).
 
     python bench/lm_eval_mmlu.py --model DIR --tasks-dir DIR --batch-size 16 --dtype float32
 """
@@ -31,19 +31,21 @@ def main() -> None:
     lm = HFLM(pretrained=args.model, dtype=args.dtype, device="cpu", batch_size=args.batch_size)
     tasks = TaskManager(include_path=args.tasks_dir)
     started = time.perf_counter()
-    out = simple_evaluate(model=lm, tasks=["schoolhouse_mmlu_cloze", "schoolhouse_mmlu_mc"],
-                          task_manager=tasks, num_fewshot=0, log_samples=True, bootstrap_iters=0)  # fmt: skip
+    names = ["schoolhouse_stock_mmlu", "schoolhouse_stock_mmlu_continuation"]
+    out = simple_evaluate(model=lm, tasks=names, task_manager=tasks, num_fewshot=0, log_samples=True,
+                          bootstrap_iters=0)  # fmt: skip
     seconds = time.perf_counter() - started
 
     predictions = {}
     for task, samples in out["samples"].items():
-        picked = {}
-        for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        picked = {"acc": {}, "acc_norm": {}}
+        for sample in samples:
             lls = np.array([resp[0] for resp in sample["filtered_resps"]])
-            if task.endswith("cloze"):  # the harness' acc_norm: per character of the answer text
-                lls = lls / np.array([len(c) for c in sample["doc"]["choices"]])
-            picked[sample["doc_id"]] = int(np.argmax(lls))
-        predictions[task.removeprefix("schoolhouse_mmlu_")] = [picked[i] for i in range(len(picked))]
+            picked["acc"][sample["doc_id"]] = int(np.argmax(lls))
+            choices = sample["doc"]["choices"] if task.endswith("continuation") else ["A", "B", "C", "D"]
+            lengths = np.array([len(c) for c in choices])  # the harness' acc_norm: per character of the choice
+            picked["acc_norm"][sample["doc_id"]] = int(np.argmax(lls / lengths))
+        predictions[task] = {metric: [by_doc[i] for i in range(len(by_doc))] for metric, by_doc in picked.items()}
     print(json.dumps({"seconds": seconds, "predictions": predictions}))
 
 
