@@ -80,9 +80,12 @@ def test_a_task_reports_acc_and_acc_norm_from_the_same_scores(tiny, tmp_path):  
         assert int(row["predicted"]) == max(range(len(scores)), key=scores.__getitem__)
 
 
-def test_the_exam_sits_chosen_tasks_from_local_files_and_a_bad_one_is_named(tiny, tmp_path):  # noqa: F811
+def test_the_exam_sits_chosen_tasks_from_local_files_and_a_bad_one_is_named(tiny, tmp_path, monkeypatch):  # noqa: F811
+    import datasets
+
     from pipeline.exam.sitting import sit_exam
 
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # as on these machines, without waiting on timeouts
     model, tokenizer = tiny
     data = {"piqa": write_rows(tmp_path, "piqa"), "boolq": write_rows(tmp_path, "boolq")}
     cfg = resolve("demo", {"exam": {"mmlu_limit": 4, "humaneval_limit": 1, "max_new_tokens": 8,
