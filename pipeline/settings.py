@@ -158,7 +158,8 @@ class ExamSettings(_Settings):
     mmlu_tasks: list[str] = Field(
         default_factory=lambda: ["mmlu", "mmlu_continuation"],
         description="MMLU formulations: mmlu and mmlu_continuation (lm-evaluation-harness 0.4.13's own, with "
-        "the subject line; acc, and acc and acc_norm), mmlu_cloze and mmlu_mc (this project's earlier prompts).",
+        "the subject line; acc, and acc and acc_norm), mmlu_lighteval_cloze (SmolLM2's), mmlu_cloze and mmlu_mc "
+        "(this project's earlier prompts).",
     )
     humaneval_limit: int = Field(10, ge=0, description="HumanEval problems (0 = all 164).")
     tasks: list[str] = Field(

@@ -63,7 +63,8 @@ def test_accuracy_is_exactly_what_the_scores_say(tiny):
             name = task.name if metric == task.metric else f"{task.name}_norm"
             expected[f"{name}_acc"] = correct / len(items)
     assert set(expected) == {"mmlu_cloze_acc", "mmlu_mc_acc", "mmlu_acc", "mmlu_continuation_acc",
-                             "mmlu_continuation_norm_acc"}  # fmt: skip
+                             "mmlu_continuation_norm_acc", "mmlu_lighteval_cloze_acc",
+                             "mmlu_lighteval_cloze_norm_acc"}  # fmt: skip
     summary = summarize(results)
     for key, value in expected.items():
         assert summary[key] == value
@@ -90,6 +91,9 @@ def test_the_harness_mmlu_templates_are_its_own_character_for_character():
                                 "Question: Which organelle makes ATP?\nAnswer:")  # fmt: skip
     assert [r.continuation for r in cloze] == [" Nucleus", " Mitochondrion", " Ribosome", " Golgi body"]
     assert tasks()["mmlu_continuation"].metrics == ("acc", "acc_norm") and tasks()["mmlu"].metrics == ("acc",)
+    lighteval = requests_for(tasks()["mmlu_lighteval_cloze"], item, [])  # SmolLM2's reported formulation
+    assert lighteval[0].context == ("The following are questions about high school biology.\n"
+                                    "Question:   Which organelle makes ATP?\n\nAnswer:")  # fmt: skip
 
 
 def test_a_model_that_always_answers_b_scores_the_share_of_b(tiny):

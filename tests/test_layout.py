@@ -101,8 +101,8 @@ def test_a_bad_profile_file_names_the_file_and_the_field(tmp_path, monkeypatch, 
 
 
 def test_exam_tasks_are_declarations():
-    assert set(tasks()) == {"mmlu", "mmlu_continuation", "mmlu_cloze", "mmlu_mc", "humaneval", "arc_easy",
-                            "arc_challenge", "hellaswag", "piqa",
+    assert set(tasks()) == {"mmlu", "mmlu_continuation", "mmlu_lighteval_cloze", "mmlu_cloze", "mmlu_mc",
+                            "humaneval", "arc_easy", "arc_challenge", "hellaswag", "piqa",
                             "winogrande", "openbookqa", "boolq"}  # fmt: skip
     cloze = tasks()["mmlu_cloze"]
     assert cloze.render(question="Why?", choices=["a", "b", "c", "d"], letters="ABCD") == "Question: Why?\nAnswer:"
