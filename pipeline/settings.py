@@ -200,16 +200,12 @@ class ExamSettings(_Settings):
 
     @model_validator(mode="after")
     def _tasks_are_declared(self) -> ExamSettings:
-        from pipeline.exam.tasks import tasks
+        from pipeline.exam.tasks import declared
 
-        mmlu = sorted(t.name for t in tasks().values() if t.dataset == "mmlu")
         for name in self.mmlu_tasks:
-            if name not in mmlu:
-                raise ValueError(f"exam.mmlu_tasks: {name!r} is not a declared MMLU task ({', '.join(mmlu)})")
-        declared = sorted(t.name for t in tasks().values() if t.dataset == "datasets")
+            declared(name, "mmlu", "exam.mmlu_tasks")
         for name in self.tasks:
-            if name not in declared:
-                raise ValueError(f"exam.tasks: {name!r} is not a declared datasets task ({', '.join(declared)})")
+            declared(name, "datasets", "exam.tasks")
         for name in self.task_data:
             if name not in self.tasks:
                 raise ValueError(f"exam.task_data.{name}: not one of exam.tasks ({', '.join(self.tasks) or 'none'})")

@@ -102,15 +102,16 @@ class PackedTokens:
         self._order = self._shuffle(self.epoch)
 
 
-def mixture_shares(weights: dict[str, float], sequences: int, steps: int) -> dict[str, Fraction]:
-    """Each positive source's exact share of the sequences. A source whose share of the whole run
-    (steps x sequences per step) is under one sequence fails: it would never be drawn."""
+def mixture_shares(weights: dict[str, float], sequences: int, steps: int | None = None) -> dict[str, Fraction]:
+    """Each positive source's exact share of the sequences. With the run's `steps`, a source whose
+    share of the whole run (steps x sequences per step) is under one sequence fails: it would
+    never be drawn."""
     positive = {name: Fraction(w).limit_denominator(10**6) for name, w in weights.items() if w > 0}
     if not positive or any(w < 0 for w in weights.values()):
         raise ValueError(f"training.mixture = {weights}: weights must be >= 0 with at least one above 0")
     total = sum(positive.values())
     shares = {name: w / total for name, w in positive.items()}
-    starved = sorted(name for name, share in shares.items() if share * sequences * steps < 1)
+    starved = sorted(name for name, share in shares.items() if steps is not None and share * sequences * steps < 1)
     if starved:
         raise ValueError(
             f"training.mixture = {weights}: a run of {steps} steps x {sequences} sequences (micro_batch_size x "
@@ -153,7 +154,7 @@ class Mixture:
     processes with batch 4 train on exactly the same sequences."""
 
     def __init__(self, data_dir: Path, weights: dict[str, float], seq_len: int, sequences: int, seed: int,
-                 steps: int = 1_000_000):  # fmt: skip
+                 steps: int | None = None):  # fmt: skip
         self.shares = mixture_shares(weights, sequences, steps)
         self.counts = MixtureCounts(self.shares, sequences)
         meta = read_meta(data_dir)

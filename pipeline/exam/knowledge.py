@@ -1,8 +1,8 @@
 """General-knowledge multiple-choice tasks read with `datasets` (ARC, HellaSwag, PIQA, WinoGrande,
 OpenBookQA, BoolQ, or any declared the same way), scored by the one log-likelihood engine as
 lm-evaluation-harness scores them: the prompt, then " " + each choice (or, for partial scoring,
-each choice's context, then " " + the shared continuation); acc is the most likely choice,
-acc_norm the most likely per character of the choice."""
+each choice's context, then " " + the shared continuation); acc and acc_norm as `Task.picks`
+chooses."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.exam.loglikelihood import Request, loglikelihoods
-from pipeline.exam.tasks import Task, tasks
+from pipeline.exam.tasks import Task, declared
 
 log = logging.getLogger("schoolhouse.exam")
 TARGET_DELIMITER = " "  # the harness' default between a context and what is scored after it
@@ -20,11 +20,7 @@ _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "
 
 
 def knowledge_task(name: str) -> Task:
-    found = tasks().get(name)
-    if found is None or found.dataset != "datasets":
-        choices = sorted(t.name for t in tasks().values() if t.dataset == "datasets")
-        raise ValueError(f"exam.tasks: {name!r} is not a declared datasets task ({', '.join(choices)})")
-    return found
+    return declared(name, "datasets", "exam.tasks")
 
 
 def load_rows(task: Task, local: str = "", limit: int = 0) -> list[dict]:
@@ -68,13 +64,10 @@ def sit_knowledge_task(model, tokenizer, task: Task, rows: list[dict], batch_siz
     for number, (requests, texts, target) in enumerate(planned):
         raw = scores[at : at + len(requests)]
         at += len(requests)
-        by_metric = {"acc": raw, "acc_norm": [s / max(1, len(t)) for s, t in zip(raw, texts, strict=True)]}
-        for metric in task.metrics:
-            predicted = max(range(len(raw)), key=lambda c: by_metric[metric][c])
-            out.append({"benchmark": task.name if metric == "acc" else f"{task.name}_norm",
-                        "item": f"{task.name}/{number}", "subject": task.name, "predicted": str(predicted),
-                        "target": str(target), "correct": predicted == target,
-                        "detail": ", ".join(f"{s:.3f}" for s in by_metric[metric]),
+        for metric, (predicted, chosen_by) in task.picks(raw, texts).items():
+            out.append({"benchmark": task.benchmark(metric), "item": f"{task.name}/{number}", "subject": task.name,
+                        "predicted": str(predicted), "target": str(target), "correct": predicted == target,
+                        "detail": ", ".join(f"{s:.3f}" for s in chosen_by),
                         "score": float(predicted == target)})  # fmt: skip
     log.info("%s: %d items", task.name, len(rows))
     return pl.DataFrame(out)

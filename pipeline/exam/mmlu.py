@@ -10,7 +10,7 @@ import polars as pl
 
 from pipeline.exam.data import LETTERS, MmluItem
 from pipeline.exam.loglikelihood import Request, loglikelihoods
-from pipeline.exam.tasks import Task, tasks_for
+from pipeline.exam.tasks import Task, declared, tasks_for
 
 
 def pick_items(items: list[MmluItem], limit: int, seed: int) -> list[MmluItem]:
@@ -63,16 +63,15 @@ def requests_for(task: Task, item: MmluItem, shots: list[MmluItem]) -> list[Requ
 
 def mmlu_tasks(names: list[str] | None = None) -> list[Task]:
     """The MMLU formulations to run: the named ones, or every declared one without a name list."""
-    declared = {task.name: task for task in tasks_for("mmlu")}
     if names is None:
-        return list(declared.values())
-    return [declared[name] for name in names]
+        return tasks_for("mmlu")
+    return [declared(name, "mmlu", "exam.mmlu_tasks") for name in names]
 
 
 def mmlu(model, tokenizer, items: list[MmluItem], all_items: list[MmluItem], shots: int,
          batch_size: int, seed: int, formulations: list[str] | None = None) -> pl.DataFrame:  # fmt: skip
-    """Per-item results for the chosen MMLU formulations: one row per item and metric (the task's
-    first metric under its name, acc_norm after acc as `<task>_norm`, as the harness reports both)."""
+    """Per-item results for the chosen MMLU formulations: one row per item and metric (named by
+    `Task.benchmark`)."""
     pool: dict[str, list[MmluItem]] = defaultdict(list)
     for item in all_items:
         pool[item.subject].append(item)
@@ -83,14 +82,9 @@ def mmlu(model, tokenizer, items: list[MmluItem], all_items: list[MmluItem], sho
             requests += requests_for(task, item, shots_for(item, pool, shots, seed))
         scores = loglikelihoods(model, tokenizer, requests, batch_size)
         for n, item in enumerate(items):
-            raw = scores[4 * n : 4 * n + 4]
-            by_metric = {"acc": raw,  # acc_norm: per character of the answer, as the harness' acc_norm
-                         "acc_norm": [s / max(1, len(item.choices[c])) for c, s in enumerate(raw)]}  # fmt: skip
-            for metric in task.metrics:
-                predicted = max(range(4), key=lambda c: by_metric[metric][c])
-                rows.append({"benchmark": task.name if metric == task.metric else f"{task.name}_norm",
-                             "item": item.id, "subject": item.subject, "predicted": LETTERS[predicted],
-                             "target": LETTERS[item.answer], "correct": predicted == item.answer,
-                             "detail": ", ".join(f"{s:.3f}" for s in by_metric[metric]),
+            for metric, (predicted, chosen_by) in task.picks(scores[4 * n : 4 * n + 4], list(item.choices)).items():
+                rows.append({"benchmark": task.benchmark(metric), "item": item.id, "subject": item.subject,
+                             "predicted": LETTERS[predicted], "target": LETTERS[item.answer],
+                             "correct": predicted == item.answer, "detail": ", ".join(f"{s:.3f}" for s in chosen_by),
                              "score": float(predicted == item.answer)})  # fmt: skip
     return pl.DataFrame(rows)

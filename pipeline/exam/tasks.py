@@ -70,6 +70,18 @@ class Task:
     def render(self, **fields) -> str:
         return self.prompt.render(**fields)
 
+    def benchmark(self, metric: str) -> str:
+        """Where a metric's results go: the first metric under the task's name, acc_norm after acc
+        as `<task>_norm` (the harness reports both for the same scores)."""
+        return self.name if metric == self.metric else f"{self.name}_norm"
+
+    def picks(self, scores: list[float], choices: list[str]) -> dict[str, tuple[int, list[float]]]:
+        """Per declared metric, (the chosen choice, the scores it chose by): acc takes the best
+        log-likelihood, acc_norm the best per character of the choice, as the harness' acc_norm."""
+        by_metric = {"acc": scores, "acc_norm": [s / max(1, len(c)) for s, c in zip(scores, choices, strict=True)]}
+        return {metric: (max(range(len(scores)), key=by_metric[metric].__getitem__), by_metric[metric])
+                for metric in self.metrics}  # fmt: skip
+
 
 def _template(path: Path, values: dict, key: str, required: bool) -> jinja2.Template | None:
     if key not in values:
@@ -141,3 +153,11 @@ def tasks() -> dict[str, Task]:
 
 def tasks_for(dataset: str) -> list[Task]:
     return [task for task in tasks().values() if task.dataset == dataset]
+
+
+def declared(name: str, dataset: str, field: str) -> Task:
+    """The task `name` on `dataset`, or an error naming the setting and what it accepts."""
+    found = {task.name: task for task in tasks_for(dataset)}
+    if name not in found:
+        raise ValueError(f"{field}: {name!r} is not a declared {dataset} task ({', '.join(sorted(found))})")
+    return found[name]
