@@ -25,11 +25,11 @@ def exam_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, stu
     cfg = schoolhouse.settings.exam
     if schoolhouse.settings.curation.sandbox == SandboxMode.unconfined:
         context.log.warning(UNCONFINED_WARNING)
-    model, tokenizer = load_model(student_model, cfg.dtype)
-    results = sit_exam(model, tokenizer, cfg, schoolhouse.settings.curation.sandbox)
+    exam = load_model(student_model, cfg.dtype, cfg.recheck_margin)
+    results = sit_exam(exam, cfg, schoolhouse.settings.curation.sandbox)
     summary = summarize(results)
     seq_len = schoolhouse.settings.training.seq_len
-    perplexity = {domain: heldout_perplexity(model, training_mix, f"valid-{domain}", seq_len) for domain in DOMAINS}
+    perplexity = {d: heldout_perplexity(exam.model, training_mix, f"valid-{d}", seq_len) for d in DOMAINS}
     forgetting_metadata = _forgetting_report(schoolhouse, results)
     scores = {k: v for k, v in summary.items() if k.endswith("_acc")}
     chart = bar_chart(list(scores), list(scores.values()), "student exam accuracy",
@@ -75,8 +75,7 @@ def _forgetting_report(schoolhouse: Schoolhouse, student: pl.DataFrame) -> dict:
     cfg = schoolhouse.settings.exam
     metadata = {}
     for name, folder in reference_models(schoolhouse).items():
-        model, tokenizer = load_model(folder, cfg.dtype)
-        reference = pl.concat(multiple_choice(model, tokenizer, cfg))
+        reference = pl.concat(multiple_choice(load_model(folder, cfg.dtype, cfg.recheck_margin), cfg))
         report = forgetting(student, reference, cfg.forgetting_threshold, cfg.forgetting_min_items, seed=cfg.seed)
         report.write_parquet(schoolhouse.path("exam", f"forgetting-vs-{name}.parquet"))
         for benchmark, value in summarize(reference).items():

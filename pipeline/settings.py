@@ -180,7 +180,13 @@ class ExamSettings(_Settings):
     max_new_tokens: int = Field(192, ge=1)
     batch_size: int = Field(16, ge=1)
     dtype: ExamDtype = Field(
-        ExamDtype.auto, description="Weights for the exam: 'auto' is bf16 on a GPU, fp32 on a CPU."
+        ExamDtype.auto,
+        description="Weights for the exam: 'auto' is fp32, with choices scored in bf16 and re-checked in fp32 "
+        "where the hardware computes bf16 natively (a GPU, AVX512-BF16/AMX CPUs).",
+    )
+    recheck_margin: float = Field(
+        0.5, ge=0, description="auto: items whose two best choices bf16 puts within this many nats are re-scored in "
+        "fp32 (0: no bf16 scoring).",
     )
     timeout_s: float = Field(10.0, gt=0, description="Wall time per HumanEval program.")
     seed: int = Field(0)

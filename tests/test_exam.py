@@ -8,8 +8,9 @@ import torch
 
 from pipeline.exam.data import read_mmlu
 from pipeline.exam.humaneval import truncate_completion
-from pipeline.exam.loglikelihood import Request, loglikelihoods
+from pipeline.exam.loglikelihood import Question, Request, _plan_passes, choice_scores, loglikelihoods
 from pipeline.exam.mmlu import mmlu, pick_items, requests_for, shots_for
+from pipeline.exam.models import ExamModel
 from pipeline.exam.scores import forgetting, summarize
 from pipeline.exam.tasks import tasks, tasks_for
 
@@ -42,15 +43,48 @@ def test_batched_scores_equal_hand_computed_ones(tiny):
     items = read_mmlu()[:6]
     requests = [r for item in items for r in requests_for(MULTIPLE_CHOICE, item, [])]
     requests += [r for item in items for r in requests_for(CLOZE, item, [])]
+    # the harness' templates start every item of a subject with its description line: read once
+    pool = {items[0].subject: [i for i in read_mmlu() if i.subject == items[0].subject][:40]}
+    for task in (tasks()["mmlu"], tasks()["mmlu_continuation"]):
+        requests += [r for item in items for r in requests_for(task, item, shots_for(item, pool, 2, seed=0))]
+        requests += [r for item in items for r in requests_for(task, item, [])]
+    assert {item.subject for item in items} == set(pool) and requests[-1].shared
     batched = loglikelihoods(model, tokenizer, requests, batch_size=5)
     for request, score in zip(requests, batched, strict=True):
         assert score == pytest.approx(by_hand(model, tokenizer, request), abs=1e-4)
+    passes = _plan_passes(model, tokenizer, requests)
+    assert sum(p.prefix > 0 for p in passes) == 4 * len(items)  # both tasks, with shots and without
+
+
+def test_bf16_scores_are_rechecked_in_fp32_where_two_choices_are_close(tiny):
+    import copy
+
+    model, tokenizer = tiny
+    fast = copy.deepcopy(model).to(torch.bfloat16)
+    items = read_mmlu()[:24]
+    questions = [Question(requests_for(task, item, []), [len(c) for c in item.choices])
+                 for task in (CLOZE, MULTIPLE_CHOICE) for item in items]  # fmt: skip
+    precise = choice_scores(ExamModel(model, tokenizer, model), questions, batch_size=8)
+    bf16 = choice_scores(ExamModel(fast, tokenizer, fast), questions, batch_size=8)
+    assert bf16 != precise  # bf16 moves the scores
+    # an unbounded margin re-checks every item: the fp32 scores, whatever bf16 said
+    assert choice_scores(ExamModel(model, tokenizer, fast, float("inf")), questions, batch_size=8) == precise
+    # this tiny model's bf16 scores move by < 0.005 nats; its letters lie 0.007-0.07 apart
+    mixed = choice_scores(ExamModel(model, tokenizer, fast, 0.02), questions, batch_size=8)
+    rechecked = sum(m == p for m, p in zip(mixed, precise, strict=True))
+    assert 0 < rechecked < len(questions)  # some items were close, not all
+    for question, m, p in zip(questions, mixed, precise, strict=True):  # the answers are fp32's, by either metric
+        for scores in (m, p):
+            assert len(scores) == len(question.requests)
+        assert max(range(4), key=m.__getitem__) == max(range(4), key=p.__getitem__)
+        norm = [[s / n for s, n in zip(side, question.lengths, strict=True)] for side in (m, p)]
+        assert max(range(4), key=norm[0].__getitem__) == max(range(4), key=norm[1].__getitem__)
 
 
 def test_accuracy_is_exactly_what_the_scores_say(tiny):
     model, tokenizer = tiny
     items = pick_items(read_mmlu(), 12, seed=1)
-    results = mmlu(model, tokenizer, items, read_mmlu(), shots=0, batch_size=8, seed=0)
+    results = mmlu(ExamModel(model, tokenizer, model), items, read_mmlu(), shots=0, batch_size=8, seed=0)
     expected = {}
     for task in tasks_for("mmlu"):
         for metric in task.metrics:
@@ -103,7 +137,7 @@ def test_a_model_that_always_answers_b_scores_the_share_of_b(tiny):
     with torch.no_grad():
         model.lm_head.bias[b_token] += 1e4  # every position now prefers " B" by far
     try:
-        results = mmlu(model, tokenizer, items, read_mmlu(), shots=0, batch_size=16, seed=0)
+        results = mmlu(ExamModel(model, tokenizer, model), items, read_mmlu(), shots=0, batch_size=16, seed=0)
     finally:
         with torch.no_grad():
             model.lm_head.bias[b_token] -= 1e4
@@ -290,3 +324,24 @@ def test_the_exam_cli_sits_any_model_folder(tiny, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pipeline.exam", str(tmp_path / "model"), "--profile", "huge"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "profile = 'huge'" in bad.stderr
+
+
+def test_a_served_model_scores_what_the_local_engine_scores(teacher_url, embedded_teacher_dir):
+    """The vLLM path (prompt_logprobs on the shared real server) against transformers on the same
+    weights in fp32: the same sums within float noise, so the same answers."""
+    from pipeline.exam.models import load_model
+    from pipeline.exam.served import served_loglikelihoods, served_model
+
+    local = load_model(embedded_teacher_dir, "float32")
+    served = served_model(teacher_url)
+    items = read_mmlu()[:3]
+    requests = [r for task in (tasks()["mmlu"], tasks()["mmlu_continuation"]) for item in items
+                for r in requests_for(task, item, [])]  # fmt: skip
+    here = loglikelihoods(local.model, local.tokenizer, requests, batch_size=8)
+    there = served_loglikelihoods(served, local.tokenizer, requests)
+    assert all(s < 0 for s in there)
+    assert there == pytest.approx(here, abs=0.05)
+    for at in range(0, len(requests), 4):
+        assert max(range(4), key=there[at : at + 4].__getitem__) == max(range(4), key=here[at : at + 4].__getitem__)
+    with pytest.raises(ValueError, match="no vLLM model list at http://127.0.0.1:9/v1"):
+        served_model("http://127.0.0.1:9/v1")

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from pipeline.exam.knowledge import load_rows, row_requests, sit_knowledge_task
+from pipeline.exam.models import ExamModel
 from pipeline.exam.tasks import tasks
 from pipeline.settings import ConfigError, resolve
 from tests.test_exam import tiny  # noqa: F401 - the fixture
@@ -72,7 +73,8 @@ def test_each_task_builds_the_harness_prompt_from_a_hub_row(tmp_path):
 def test_a_task_reports_acc_and_acc_norm_from_the_same_scores(tiny, tmp_path):  # noqa: F811
     model, tokenizer = tiny
     task = tasks()["arc_easy"]
-    results = sit_knowledge_task(model, tokenizer, task, load_rows(task, write_rows(tmp_path, "arc_easy")), 4)
+    rows = load_rows(task, write_rows(tmp_path, "arc_easy"))
+    results = sit_knowledge_task(ExamModel(model, tokenizer, model), task, rows, 4)
     assert sorted(set(results["benchmark"])) == ["arc_easy", "arc_easy_norm"] and results.height == 4
     assert (results["correct"] == (results["predicted"] == results["target"])).all()
     for row in results.iter_rows(named=True):
@@ -90,7 +92,7 @@ def test_the_exam_sits_chosen_tasks_from_local_files_and_a_bad_one_is_named(tiny
     data = {"piqa": write_rows(tmp_path, "piqa"), "boolq": write_rows(tmp_path, "boolq")}
     cfg = resolve("demo", {"exam": {"mmlu_limit": 4, "humaneval_limit": 1, "max_new_tokens": 8,
                                     "tasks": ["piqa", "boolq"], "task_data": data}}).exam  # fmt: skip
-    results = sit_exam(model, tokenizer, cfg)
+    results = sit_exam(ExamModel(model, tokenizer, model), cfg)
     assert results.group_by("benchmark").len().sort("benchmark").rows() == [
         ("boolq", 1), ("humaneval", 1), ("mmlu", 4), ("mmlu_continuation", 4), ("mmlu_continuation_norm", 4),
         ("piqa", 1), ("piqa_norm", 1)]  # fmt: skip

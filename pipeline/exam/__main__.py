@@ -34,13 +34,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--recheck-margin", type=float, default=defaults.recheck_margin,
+                        help="auto: re-score in fp32 the items bf16 puts within this many nats")  # fmt: skip
+    parser.add_argument("--served-url", default="",
+                        help="a vLLM server (OpenAI API base URL) serving MODEL_DIR: score the choices there, with "
+                        "prompt_logprobs")  # fmt: skip
     parser.add_argument("--out", default="", help="Parquet file for the per-item results")
     parser.add_argument("--sandbox", default="isolated", choices=["isolated", "unconfined"],
                         help="how HumanEval programs run (see curation.sandbox)")  # fmt: skip
     args = parser.parse_args(argv)
     overrides = {"mmlu_limit": args.mmlu_limit, "mmlu_shots": args.shots, "humaneval_limit": args.humaneval_limit,
                  "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
-                 "humaneval_samples": args.samples}  # fmt: skip
+                 "humaneval_samples": args.samples, "recheck_margin": args.recheck_margin}  # fmt: skip
     return args, overrides
 
 
@@ -57,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.exam.scores import summarize
     from pipeline.exam.sitting import sit_exam
 
-    model, tokenizer = load_model(args.model_dir, cfg.dtype)
+    exam = load_model(args.model_dir, cfg.dtype, cfg.recheck_margin, args.served_url)
     started = time.perf_counter()
-    results = sit_exam(model, tokenizer, cfg, args.sandbox)
+    results = sit_exam(exam, cfg, args.sandbox)
     seconds = time.perf_counter() - started
     if args.out:
         results.write_parquet(args.out)
-    timings = {"exam_seconds": round(seconds, 1), "dtype": str(model.dtype), "torch_threads": torch.get_num_threads()}
+    timings = {"exam_seconds": round(seconds, 1), "dtype": exam.dtype, "torch_threads": torch.get_num_threads()}
     print(json.dumps({**summarize(results), **timings}, indent=2))
     return 0
 

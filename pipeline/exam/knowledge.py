@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.exam.loglikelihood import Request, loglikelihoods
+from pipeline.exam.loglikelihood import Question, Request, choice_scores
 from pipeline.exam.tasks import Task, declared
 
 log = logging.getLogger("schoolhouse.exam")
@@ -56,14 +56,13 @@ def row_requests(task: Task, row: dict) -> tuple[list[Request], list[str], int]:
     return [Request(prompt, TARGET_DELIMITER + choice) for choice in choices], choices, target
 
 
-def sit_knowledge_task(model, tokenizer, task: Task, rows: list[dict], batch_size: int) -> pl.DataFrame:
+def sit_knowledge_task(exam, task: Task, rows: list[dict], batch_size: int) -> pl.DataFrame:
     """Per-item results: `<task>` rows for acc and, where declared, `<task>_norm` rows for acc_norm."""
     planned = [row_requests(task, row) for row in rows]
-    scores = loglikelihoods(model, tokenizer, [r for requests, _, _ in planned for r in requests], batch_size)
-    out, at = [], 0
-    for number, (requests, texts, target) in enumerate(planned):
-        raw = scores[at : at + len(requests)]
-        at += len(requests)
+    questions = [Question(requests, [len(text) for text in texts]) for requests, texts, _ in planned]
+    out = []
+    for number, ((_, texts, target), raw) in enumerate(zip(planned, choice_scores(exam, questions, batch_size),
+                                                           strict=True)):  # fmt: skip
         for metric, (predicted, chosen_by) in task.picks(raw, texts).items():
             out.append({"benchmark": task.benchmark(metric), "item": f"{task.name}/{number}", "subject": task.name,
                         "predicted": str(predicted), "target": str(target), "correct": predicted == target,

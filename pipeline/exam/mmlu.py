@@ -9,7 +9,7 @@ from collections import defaultdict
 import polars as pl
 
 from pipeline.exam.data import LETTERS, MmluItem
-from pipeline.exam.loglikelihood import Request, loglikelihoods
+from pipeline.exam.loglikelihood import Question, Request, choice_scores
 from pipeline.exam.tasks import Task, declared, tasks_for
 
 
@@ -53,12 +53,13 @@ def requests_for(task: Task, item: MmluItem, shots: list[MmluItem]) -> list[Requ
         return task.choice.render(**fields, choice=of.choices[choice], letter=LETTERS[choice])
 
     prefix = task.description.render(**item_fields(item)) if task.description else ""
+    shared = prefix  # every item of the subject starts so (the shots differ from item to item)
     for shot in shots:
         fields = item_fields(shot)
         prefix += task.render(**fields) + answered(shot, fields, shot.answer) + task.fewshot_delimiter
     fields = item_fields(item)
     context = prefix + task.render(**fields)
-    return [Request(context, answered(item, fields, c)) for c in range(len(item.choices))]
+    return [Request(context, answered(item, fields, c), shared=shared) for c in range(len(item.choices))]
 
 
 def mmlu_tasks(names: list[str] | None = None) -> list[Task]:
@@ -68,8 +69,8 @@ def mmlu_tasks(names: list[str] | None = None) -> list[Task]:
     return [declared(name, "mmlu", "exam.mmlu_tasks") for name in names]
 
 
-def mmlu(model, tokenizer, items: list[MmluItem], all_items: list[MmluItem], shots: int,
-         batch_size: int, seed: int, formulations: list[str] | None = None) -> pl.DataFrame:  # fmt: skip
+def mmlu(exam, items: list[MmluItem], all_items: list[MmluItem], shots: int, batch_size: int, seed: int,
+         formulations: list[str] | None = None) -> pl.DataFrame:  # fmt: skip
     """Per-item results for the chosen MMLU formulations: one row per item and metric (named by
     `Task.benchmark`)."""
     pool: dict[str, list[MmluItem]] = defaultdict(list)
@@ -77,12 +78,10 @@ def mmlu(model, tokenizer, items: list[MmluItem], all_items: list[MmluItem], sho
         pool[item.subject].append(item)
     rows = []
     for task in mmlu_tasks(formulations):
-        requests = []
-        for item in items:
-            requests += requests_for(task, item, shots_for(item, pool, shots, seed))
-        scores = loglikelihoods(model, tokenizer, requests, batch_size)
-        for n, item in enumerate(items):
-            for metric, (predicted, chosen_by) in task.picks(scores[4 * n : 4 * n + 4], list(item.choices)).items():
+        questions = [Question(requests_for(task, item, shots_for(item, pool, shots, seed)),
+                              [len(choice) for choice in item.choices]) for item in items]  # fmt: skip
+        for item, scores in zip(items, choice_scores(exam, questions, batch_size), strict=True):
+            for metric, (predicted, chosen_by) in task.picks(scores, list(item.choices)).items():
                 rows.append({"benchmark": task.benchmark(metric), "item": item.id, "subject": item.subject,
                              "predicted": LETTERS[predicted], "target": LETTERS[item.answer],
                              "correct": predicted == item.answer, "detail": ", ".join(f"{s:.3f}" for s in chosen_by),

@@ -27,15 +27,15 @@ def heldout_sources(data_dir: Path) -> list[str]:
 
 def evaluate(model_dir: str | Path, data_dir: Path, exam: ExamSettings, sandbox: SandboxMode, seq_len: int,
              windows: int) -> pl.DataFrame:  # fmt: skip
-    model, tokenizer = load_model(model_dir, exam.dtype)
-    results = sit_exam(model, tokenizer, exam, sandbox)
+    loaded = load_model(model_dir, exam.dtype, exam.recheck_margin)
+    results = sit_exam(loaded, exam, sandbox)
     item = pl.col("item").cast(pl.String)
     parts = [results.select(metric="benchmark", item=item, cluster=item, value=pl.col("score"))]
     for source in heldout_sources(data_dir):
-        losses, documents = window_losses(model, data_dir, f"valid-{source}", seq_len, windows)
+        losses, documents = window_losses(loaded.model, data_dir, f"valid-{source}", seq_len, windows)
         parts.append(pl.DataFrame({"metric": f"{LOSS_PREFIX}{source}", "item": [f"{i:04d}" for i in range(losses.size)],
                                    "cluster": [f"document-{d}" for d in documents], "value": losses},
                                   schema=SCHEMA))  # fmt: skip
-    del model
+    del loaded
     gc.collect()
     return pl.concat(parts).cast(SCHEMA)
