@@ -25,5 +25,6 @@ defs = dg.Definitions(
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
         "publisher": publisher,
     },
-    executor=dg.in_process_executor,
+    # each step in its own process, several at once; a run's config may pick `in_process` instead
+    executor=dg.multi_or_in_process_executor,
 )

