@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from assets.metadata import bar_chart, table
-from assets.resources import Schoolhouse
+from assets.resources import GPU_STEP_TAGS, Schoolhouse
 from pipeline.exam.models import load_model
 from pipeline.exam.perplexity import heldout_perplexity
 from pipeline.exam.scores import forgetting, overall_delta, summarize
@@ -18,7 +18,7 @@ from pipeline.teacher.weights import EMBEDDED_TEACHER_NAME, embedded_teacher
 from pipeline.training.mix import DOMAINS
 
 
-@dg.asset(group_name="exam", kinds={"pytorch"}, pool="gpu")
+@dg.asset(group_name="exam", kinds={"pytorch"}, pool="gpu", op_tags=GPU_STEP_TAGS)
 def exam_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, student_model: Path,
                 training_mix: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Per-item results (Parquet) with accuracy per benchmark, micro and macro over subjects."""

@@ -11,7 +11,7 @@ import polars.selectors as cs
 
 from assets.metadata import interval_chart, table
 from assets.partitions import ARMS, ARMS_TO_EXPERIMENT, EXPERIMENT_TO_ARMS, EXPERIMENTS
-from assets.resources import Schoolhouse
+from assets.resources import GPU_STEP_TAGS, Schoolhouse
 from assets.training import run_trainer, student_tokenizer_dir
 from pipeline.experiments.data import build_experiment_data, heldout_dir
 from pipeline.experiments.declaration import experiments, split_arm_key
@@ -51,7 +51,8 @@ def experiment_data(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     return dg.Output(root, metadata=metadata)
 
 
-@dg.asset(group_name="experiments", kinds={"deepspeed", "pytorch"}, partitions_def=EXPERIMENTS, pool="gpu")
+@dg.asset(group_name="experiments", kinds={"deepspeed", "pytorch"}, partitions_def=EXPERIMENTS, pool="gpu",
+          op_tags=GPU_STEP_TAGS)  # fmt: skip
 def experiment_start(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
                      pipes_subprocess_client: dg.PipesSubprocessClient,
                      experiment_data: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
@@ -78,6 +79,7 @@ def experiment_start(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse
     kinds={"deepspeed", "pytorch"},
     partitions_def=ARMS,
     pool="gpu",
+    op_tags=GPU_STEP_TAGS,
     ins={"experiment_data": dg.AssetIn(partition_mapping=EXPERIMENT_TO_ARMS)},
     deps=[dg.AssetDep("experiment_start", partition_mapping=EXPERIMENT_TO_ARMS)],
 )

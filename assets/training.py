@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from assets.metadata import line_chart
-from assets.resources import Schoolhouse
+from assets.resources import GPU_STEP_TAGS, Schoolhouse
 from pipeline.teacher.weights import embedded_teacher
 from pipeline.training.mix import build_training_mix
 from trainers.config import TrainConfig
@@ -58,7 +58,7 @@ def run_trainer(context: dg.AssetExecutionContext, client: dg.PipesSubprocessCli
     return summary, {**(result.metadata or {}), "loss_curve": chart}
 
 
-@dg.asset(group_name="training", kinds={"deepspeed", "pytorch"}, pool="gpu")
+@dg.asset(group_name="training", kinds={"deepspeed", "pytorch"}, pool="gpu", op_tags=GPU_STEP_TAGS)
 def student_model(
     context: dg.AssetExecutionContext,
     schoolhouse: Schoolhouse,

@@ -28,11 +28,11 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 
 
 class Words(WordTokenizer):
-    """Lower-cased \\w+ words, the same split as schoolhouse's (datatrove's English default
+    """Lower-cased runs of letters and digits, the same words as schoolhouse's (datatrove's English default
     needs NLTK data from the network, which these machines do not reach)."""
 
     def word_tokenize(self, text: str) -> list[str]:
-        return re.findall(r"\w+", text.lower())
+        return re.findall(r"[^\W_]+", text.lower())
 
     def sent_tokenize(self, text: str) -> list[str]:
         return [text]

@@ -274,3 +274,38 @@ def test_document_rules_decide_the_same_on_any_number_of_processes():
     assert len(set(alone)) >= 3  # the kinds are judged differently
     assert document_reasons(texts, CurationSettings(workers=2)) == alone
     assert document_reasons(texts, CurationSettings(workers=3)) == alone
+
+
+def test_shingles_are_the_word_five_grams_a_reader_would_count():
+    """Shingle hashes stand for word 5-grams: a word is a run of letters and digits (`_` and
+    punctuation separate, case does not count); the shared hashes of two texts are their shared
+    5-grams, and a text under five words is one shingle."""
+    import re
+
+    import numpy as np
+
+    from pipeline.curation.minhash import shingles
+
+    def grams(text: str) -> set[tuple[str, ...]]:
+        words = re.findall(r"[^\W_]+", text.lower())
+        return {tuple(words[i : i + 5]) for i in range(len(words) - 4)} or ({tuple(words)} if words else set())
+
+    texts = [
+        "def total_price(items):\n    return sum(item.price for item in items)  # the total",
+        "DEF Total_Price(items): return SUM(item.price for item in items) -- the total!",
+        "Café au lait, s'il vous plaît: the café serves it hot and the café serves it cold.",
+        "too short here",
+        "",
+        None,
+        PROSE,
+        PROSE.replace("chlorophyll", "carotene").replace("oxygen", "O2"),
+    ]
+    values, starts = shingles(texts, 5)
+    ends = np.append(starts[1:], values.size)
+    hashed = [set(values[a:b].tolist()) for a, b in zip(starts, ends, strict=True)]
+    expected = [grams(t or "") for t in texts]
+    assert [len(h) for h in hashed] == [len(g) for g in expected]
+    assert [ends[i] - starts[i] for i in (3, 4, 5)] == [1, 0, 0]
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            assert len(hashed[i] & hashed[j]) == len(expected[i] & expected[j]), (i, j)

@@ -41,6 +41,7 @@ def graph_snapshot() -> dict:
             "deps": sorted(d.to_user_string() for d in node.parent_keys),
             "partitioned": node.partitions_def is not None,
             "pool": node.pools and sorted(node.pools)[0] or None,
+            "kubernetes": node.assets_def.op.tags.get("dagster-k8s/config"),  # a GPU step asks for a GPU there
         }
     checks = {}
     for check_key in graph.asset_check_keys:

@@ -1,14 +1,18 @@
 """Near-duplicate detection: MinHash over word 5-gram shingles, LSH banding, clusters.
 
-Everything is vectorized over the whole corpus instead of looping per document (the way
-datasketch does): polars splits and hashes every word at once; a shingle's hash is a polynomial
-over its words' hashes, computed with array slices; the permutations are multiply-shift hashes
-((a*x + b) mod 2^64) >> 32, a universal family that needs no modulo; the per-document minimum
-is one `np.minimum.reduceat`; LSH buckets are a polars group-by; clusters are connected
-components of the bucket edges.
+The per-byte and per-shingle work is two small compiled loops (numba) over the batch's UTF-8
+bytes as Arrow lays them out, with no Python object per word: one pass splits words, hashes
+them (FNV-1a, then a 64-bit finalizer) and folds each window of n word hashes into a shingle
+hash; the second applies the permutations, multiply-shift hashes ((a*x + b) mod 2^64) >> 32, a
+universal family that needs no modulo, keeping each document's minimum. On the benchmark's
+corpus this is ~3x the polars version it replaced (regex split, explode, hash, numpy slices),
+and faster than rensa's Rust permutations once their rows are read back into an array
+(`bench/dedup.py`). LSH buckets are a polars group-by; clusters are connected components of
+the bucket edges.
 
-Signatures depend on polars' hash function, which is stable within a polars version; stored
-signatures carry that version (see `SignatureStore`).
+A word is a run of ASCII letters and digits or of non-ASCII bytes (letters of other scripts),
+lower-cased in ASCII; everything else separates words, `_` too, so `snake_case` is two words as
+in prose. Signatures carry `ALGORITHM` so that stored ones are recomputed when it changes.
 """
 
 from __future__ import annotations
@@ -16,10 +20,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import polars as pl
 
+ALGORITHM = "fnv1a-words-v2"  # changes whenever a signature would change
 _SHINGLE_BASE = np.uint64(0x100000001B3)  # an odd multiplier for the rolling polynomial
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_WORD_BYTES = np.zeros(256, dtype=np.uint64)  # a word's byte -> its lower-case value; 0 separates words
+for _lo, _hi in ((48, 58), (65, 91), (97, 123), (128, 256)):
+    _WORD_BYTES[_lo:_hi] = np.arange(_lo, _hi)
+_WORD_BYTES[65:91] += 32
 
 
 @dataclass(frozen=True)
@@ -40,74 +51,106 @@ class MinHashParams:
         return a, b
 
 
+def utf8_buffer(texts: list[str] | pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """All texts' UTF-8 bytes in one array and each text's (start, end) offsets into it, read
+    from Arrow's buffers without a Python string per text (a null text is empty)."""
+    series = pl.Series("text", texts, dtype=pl.String).rechunk()
+    array = series.to_arrow(compat_level=pl.CompatLevel.oldest())  # large_string: int64 offsets
+    _, offsets, data = array.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
+    return data, offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def _finalize(h):  # murmur3's 64-bit finalizer: FNV's low bits alone mix poorly
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _shingle_hashes(data, offsets, n, word_bytes):
+    docs = offsets.size - 1
+    out = np.empty(data.size // 2 + docs + 1, dtype=np.uint64)  # at most one word per two bytes
+    starts = np.empty(docs, dtype=np.int64)
+    ring = np.zeros(n, dtype=np.uint64)  # the window's word hashes; `oldest` is where the next goes
+    top = np.uint64(1)  # base^(n-1): the oldest word's weight in the window's polynomial
+    for _ in range(n - 1):
+        top *= _SHINGLE_BASE
+    k = 0
+    for d in range(docs):
+        starts[d] = k
+        words = 0
+        oldest = 0
+        window = np.uint64(0)  # sum over the window of word hash * base^(words after it), rolled in O(1)
+        h = _FNV_OFFSET
+        in_word = False
+        end = offsets[d + 1]
+        for i in range(offsets[d], end + 1):
+            c = word_bytes[data[i]] if i < end else np.uint64(0)
+            if c:
+                h = (h ^ c) * _SHINGLE_BASE
+                in_word = True
+            elif in_word:  # a word ended (or the text did)
+                word = _finalize(h)
+                if words >= n:
+                    window -= ring[oldest] * top
+                window = window * _SHINGLE_BASE + word
+                ring[oldest] = word
+                oldest = oldest + 1 if oldest + 1 < n else 0
+                words += 1
+                if words >= n:
+                    out[k] = window
+                    k += 1
+                h = _FNV_OFFSET
+                in_word = False
+        if 0 < words < n:  # a text under n words is one shingle of all its words
+            out[k] = window
+            k += 1
+    return out[:k].copy(), starts
+
+
 def shingles(texts: list[str] | pl.Series, words_per_shingle: int) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of every word n-gram of every text, flat, and each text's start offset into them.
 
     Texts shorter than n words get one shingle of all their words, so they still compare."""
-    words = pl.Series("text", texts, dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
-    lengths = words.list.len().fill_null(0).to_numpy().astype(np.int64)
-    word_hashes = words.explode().drop_nulls().hash(seed=0).to_numpy()
-    n, total = words_per_shingle, word_hashes.size
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
+    data, offsets = utf8_buffer(texts)
+    return _shingle_hashes(data, offsets, words_per_shingle, _WORD_BYTES)
 
-    # Rolling polynomial over the flat word array, in place: window p covers words p..p+n-1.
-    windows = np.zeros(max(total - n + 1, 0), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            windows *= _SHINGLE_BASE
-            windows += word_hashes[k : k + windows.size]
-    # Windows that run past their document's end are dropped: the last n-1 starts of each one.
-    valid = np.ones(windows.size, dtype=bool)
-    for k in range(1, n):
-        position = ends - k
-        inside = (position >= starts) & (position < windows.size)
-        valid[position[inside]] = False
-    values = windows[valid]
-    per_doc = np.maximum(lengths - n + 1, 0)
 
-    short = np.flatnonzero((lengths > 0) & (lengths < n))
-    if short.size:  # rare: documents under n words get one shingle of all their words
-        whole = np.zeros(short.size, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for i, doc in enumerate(short):
-                for h in word_hashes[starts[doc] : ends[doc]]:
-                    whole[i] = whole[i] * _SHINGLE_BASE + h
-        values = np.insert(values, (np.cumsum(per_doc) - per_doc)[short], whole)
-        per_doc[short] = 1
-    return values, np.cumsum(per_doc) - per_doc
+@numba.njit(cache=True, nogil=True)
+def _min_hashes(values, starts, a, b, out):
+    docs, permutations = out.shape
+    lowest = np.empty(permutations, dtype=np.uint64)
+    for d in range(docs):
+        end = starts[d + 1] if d + 1 < docs else values.size
+        if end == starts[d]:
+            continue  # an empty text keeps its all-max row
+        lowest[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for i in range(starts[d], end):
+            x = values[i]
+            for p in range(permutations):  # h(x) = a*x + b mod 2^64, a bijection for odd a
+                v = a[p] * x + b[p]
+                if v < lowest[p]:
+                    lowest[p] = v
+        for p in range(permutations):
+            out[d, p] = np.uint32(lowest[p] >> np.uint64(32))  # the high bits are the well-mixed ones
 
 
 def signatures(texts: list[str] | pl.Series, params: MinHashParams = MinHashParams(),
-               docs_per_chunk: int = 4096, block: int = 1 << 16) -> np.ndarray:  # fmt: skip
-    """(documents, permutations) uint32 MinHash signatures; empty texts get all-max rows.
-
-    Texts go in chunks (bounded memory), and each chunk's shingles in cache-sized blocks over
-    which every permutation is applied in place: h(x) = (a*x + b) mod 2^64, a bijection for odd
-    a; the minimum's high 32 bits are the signature value."""
+               docs_per_chunk: int = 8192) -> np.ndarray:  # fmt: skip
+    """(documents, permutations) uint32 MinHash signatures; empty texts get all-max rows. Texts
+    go in chunks, so memory stays bounded."""
     texts = pl.Series("text", texts, dtype=pl.String)
     out = np.full((len(texts), params.permutations), np.iinfo(np.uint32).max, dtype=np.uint32)
     a, b = params.coefficients()
-    work = np.empty(block, dtype=np.uint64)
     for first in range(0, len(texts), docs_per_chunk):
-        values, offsets = shingles(texts.slice(first, docs_per_chunk), params.shingle_words)
-        counts = np.diff(np.append(offsets, values.size))
-        nonempty = np.flatnonzero(counts > 0)
-        ends = offsets[nonempty] + counts[nonempty]
-        i = 0
-        while i < nonempty.size:  # documents whose shingles fit one block (at least one)
-            j = max(int(np.searchsorted(ends, offsets[nonempty[i]] + block, side="right")), i + 1)
-            docs = nonempty[i:j]
-            lo, hi = offsets[docs[0]], ends[j - 1]
-            x, starts = values[lo:hi], offsets[docs] - lo
-            buffer = work[: hi - lo] if hi - lo <= work.size else np.empty(hi - lo, dtype=np.uint64)
-            rows = first + docs
-            with np.errstate(over="ignore"):
-                for p in range(params.permutations):
-                    np.multiply(x, a[p], out=buffer)
-                    buffer += b[p]
-                    out[rows, p] = np.minimum.reduceat(buffer, starts) >> np.uint64(32)
-            i = j
+        values, starts = shingles(texts.slice(first, docs_per_chunk), params.shingle_words)
+        _min_hashes(values, starts, a, b, out[first : first + starts.size])
     return out
 
 
@@ -140,15 +183,30 @@ def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clusters(keys: np.ndarray, keep_pair: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Cluster label per document: the smallest index of its connected component, where two
-    documents connect when they share a bucket in any band (and `keep_pair` accepts them)."""
+    """Cluster label per document, the index of the document its cluster keeps (its smallest).
+
+    Without `keep_pair`: connected components of the documents that share a bucket in any band.
+    With it (an exact check of each candidate pair): greedy in document order, a document joins
+    the cluster of the earliest kept document it passes the check with, so every member is a
+    checked near-duplicate of the one its cluster keeps; chains (A~B, B~C, A not ~C) do not
+    put A and C together."""
     if keys.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
     left, right = candidate_pairs(keys)
-    if keep_pair is not None and left.size:
-        mask = keep_pair(left, right)
-        left, right = left[mask], right[mask]
-    return connected_components(keys.shape[0], left, right)
+    if keep_pair is None:
+        return connected_components(keys.shape[0], left, right)
+    mask = keep_pair(left, right) if left.size else np.zeros(0, dtype=bool)
+    return checked_stars(keys.shape[0], left[mask], right[mask])
+
+
+def checked_stars(n: int, later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    """Label per document: itself, or the earliest kept document it has a checked pair with."""
+    labels = np.arange(n)
+    order = np.lexsort((earlier, later))  # by the later document, then its earliest partner
+    for doc, partner in zip(later[order].tolist(), earlier[order].tolist(), strict=True):
+        if labels[doc] == doc and labels[partner] == partner:  # doc unassigned, partner kept
+            labels[doc] = partner
+    return labels
 
 
 def jaccard_at_least(texts: list[str] | pl.Series, threshold: float, words_per_shingle: int = 5):
