@@ -1,6 +1,9 @@
 """Quality filters and code tests (per batch) -> dedup -> decontamination (every batch so far),
 with blocking checks. Logic lives in pipeline.curation."""
 
+import time
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
@@ -10,7 +13,9 @@ from assets.resources import Schoolhouse
 from pipeline.curation.curate import curate, yield_table
 from pipeline.curation.decontamination import decontaminate, exam_indexes, find_contamination
 from pipeline.curation.dedup import SignatureStore, exact_dedup, near_dedup, normalized_text
+from pipeline.curation.embeddings import Embedder, EmbeddingStore
 from pipeline.curation.minhash import MinHashParams
+from pipeline.curation.semantic import SemanticExamIndex, semantic_decontaminate
 from pipeline.rows import KEPT, SCHEMA, counts_by_reason
 from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
 
@@ -59,12 +64,35 @@ def deduped(schoolhouse: Schoolhouse, curated: pl.DataFrame) -> dg.Output[pl.Dat
     )
 
 
+@dg.asset(group_name="curation", kinds={"pytorch", "parquet"})
+def embeddings(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, deduped: pl.DataFrame) -> dg.Output[Path]:
+    """Every kept row's passages embedded by meaning (`curation.embedding_model`), once: a row
+    already stored is not embedded again. Parquet per batch (id, passage, vector)."""
+    cfg = schoolhouse.settings.curation
+    folder = schoolhouse.path("embeddings", "rows")
+    store = EmbeddingStore(folder, Embedder(cfg.embedding_model), cfg.passage_words)
+    started = time.perf_counter()
+    kept = deduped.filter(KEPT).select("id", "batch", "text")
+    vectors, embedded = store.update(kept)
+    seconds = time.perf_counter() - started
+    context.log.info("embeddings: %d rows embedded now, %d from the store", embedded, kept.height - embedded)
+    return dg.Output(folder, metadata={
+        "rows": vectors["id"].n_unique(), "passages": vectors.height, "rows_embedded_now": embedded,
+        "rows_per_second": dg.MetadataValue.float(embedded / seconds if embedded else 0.0),
+        "model": cfg.embedding_model, "dimensions": store.embedder.dimensions,
+    })  # fmt: skip
+
+
 @dg.asset(group_name="curation", kinds={"polars"})
-def decontaminated(schoolhouse: Schoolhouse, deduped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """Rows sharing an n-gram with MMLU or HumanEval (code: also after renaming identifiers)
-    rejected, naming the exam item. Metadata: the yield of each template, audience and style."""
+def decontaminated(schoolhouse: Schoolhouse, deduped: pl.DataFrame, embeddings: Path) -> dg.Output[pl.DataFrame]:
+    """Rows sharing an n-gram with MMLU or HumanEval (code: also after renaming identifiers), or
+    with a passage close in meaning to an exam item, rejected naming the item. Metadata: the
+    yield of each template, audience and style, and the closest exam items."""
     cfg = schoolhouse.settings.curation
     frame = decontaminate(deduped, *exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram))
+    nearest = semantic_nearest(schoolhouse, frame)
+    if cfg.semantic_decontamination > 0:
+        frame = semantic_decontaminate(frame, nearest, cfg.semantic_decontamination)
     yields = yield_table(frame)
     by_template = yields.filter(pl.col("dimension") != "topic").sort("yield")
     chart = bar_chart(
@@ -83,8 +111,21 @@ def decontaminated(schoolhouse: Schoolhouse, deduped: pl.DataFrame) -> dg.Output
             "yield_by_template_audience_style": table(by_template),
             "yield_by_topic": table(yields.filter(pl.col("dimension") == "topic").sort("yield").head(40)),
             "yield_chart": chart,
+            "closest_to_the_exam": table(nearest.sort("similarity", descending=True).head(20)),
+            "max_exam_similarity": dg.MetadataValue.float(float(nearest["similarity"].max() or 0.0)),
         },
     )
+
+
+def semantic_nearest(schoolhouse: Schoolhouse, frame: pl.DataFrame) -> pl.DataFrame:
+    """Each kept row's closest exam item by meaning, from the stored passage vectors."""
+    cfg = schoolhouse.settings.curation
+    embedder = Embedder(cfg.embedding_model)
+    store = EmbeddingStore(schoolhouse.path("embeddings", "rows"), embedder, cfg.passage_words)
+    kept = frame.filter(KEPT).select("id", "batch", "text")
+    vectors, _ = store.update(kept)  # nothing new: the embeddings step stored them all
+    index = SemanticExamIndex.build(embedder)
+    return index.nearest(vectors, dict(zip(kept["id"], kept["text"], strict=True)), cfg.passage_words)
 
 
 @dg.asset_check(asset=decontaminated, blocking=True)

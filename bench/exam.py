@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="ours (auto: bf16 scoring re-checked in fp32 where bf16 is native); the harness runs "
                         "fp32 for auto")  # fmt: skip
+    parser.add_argument("--recheck-margin", type=float, default=0.1,
+                        help="auto: items whose two best choices bf16 puts within this many nats are re-scored in fp32")
     parser.add_argument("--lm-eval-python", default="/tmp/lmeval/bin/python")
     parser.add_argument("--repeats", type=int, default=1, help="runs of our side (median); the harness runs once")
     parser.add_argument("--served", action="store_true",
@@ -126,7 +128,7 @@ def main() -> None:
             sys.exit(f"lm-eval failed:\n{harness.stderr[-4000:]}")
         theirs = json.loads(harness.stdout.strip().splitlines()[-1])
 
-    exam = load_model(model_dir, args.dtype)
+    exam = load_model(model_dir, args.dtype, args.recheck_margin)
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     logging.getLogger("schoolhouse.exam").setLevel(logging.INFO)
 

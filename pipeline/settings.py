@@ -115,6 +115,15 @@ class CurationSettings(_Settings):
     )
     sandbox_workers: int = Field(0, ge=0, description="Programs run at once, one sandbox each (0 = one per core).")
     workers: int = Field(0, ge=0, description="Processes for the prose document rules (0 = one per core).")
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2", description="Embeds kept rows by meaning: 'all-MiniLM-L6-v2' (shipped in a package), "
+        "'teacher' (the embedded SmolLM2, mean-pooled) or a transformers model folder.",
+    )
+    passage_words: int = Field(64, ge=8, description="Words per embedded passage (half-overlapping).")
+    semantic_decontamination: float = Field(
+        0.6, ge=0, le=1, description="Reject rows with a passage that contains an MMLU answer and is at least this "
+        "cosine-similar to its item (0 = off); tuned on bench/decontamination.py's planted cases.",
+    )
 
 
 class TrainingSettings(TrainConfig):
@@ -186,7 +195,7 @@ class ExamSettings(_Settings):
         "where the hardware computes bf16 natively (a GPU, AVX512-BF16/AMX CPUs).",
     )
     recheck_margin: float = Field(
-        0.5, ge=0, description="auto: items whose two best choices bf16 puts within this many nats are re-scored in "
+        0.1, ge=0, description="auto: items whose two best choices bf16 puts within this many nats are re-scored in "
         "fp32 (0: no bf16 scoring).",
     )
     timeout_s: float = Field(10.0, gt=0, description="Wall time per HumanEval program.")

