@@ -7,7 +7,6 @@ batch is seen, so each new batch is compared against all earlier ones without re
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.curation import minhash
+from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.rows import KEPT, reject
 
 log = logging.getLogger("schoolhouse.dedup")
@@ -41,32 +41,13 @@ def exact_dedup(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.drop("_hash", "_first", "_dup")
 
 
-@dataclass
-class SignatureStore:
-    """Band keys of each batch's curated rows, one Parquet file per batch."""
+class SignatureStore(StampedBatchFiles):
+    """Band keys of each batch's curated rows, one Parquet file per batch, stamped with the
+    parameters and the hashing that made them."""
 
-    folder: Path
-    params: minhash.MinHashParams
-
-    def _path(self, batch: str) -> Path:
-        return self.folder / (batch.replace("|", "/") + ".parquet")
-
-    def _stamp(self) -> dict:
-        # polars' hash is stable within a version; a different version means different keys.
-        return {"params": self.params.__dict__, "polars": pl.__version__}
-
-    def load(self, batch: str) -> pl.DataFrame | None:
-        path = self._path(batch)
-        meta = path.with_suffix(".json")
-        if not path.exists() or not meta.exists() or json.loads(meta.read_text()) != self._stamp():
-            return None
-        return pl.read_parquet(path)
-
-    def save(self, batch: str, keys: pl.DataFrame) -> None:
-        path = self._path(batch)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keys.write_parquet(path)
-        path.with_suffix(".json").write_text(json.dumps(self._stamp()))
+    def __init__(self, folder: Path, params: minhash.MinHashParams):
+        super().__init__(folder, {"params": params.__dict__, "algorithm": minhash.ALGORITHM})
+        self.params = params
 
 
 @dataclass

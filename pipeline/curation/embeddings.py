@@ -18,12 +18,12 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.progress import Progress
 
 log = logging.getLogger("schoolhouse.embeddings")
@@ -94,34 +94,20 @@ class Embedder:
         return out
 
 
-@dataclass
-class EmbeddingStore:
+class EmbeddingStore(StampedBatchFiles):
     """Passage vectors of each batch's rows, one Parquet file per batch (id, passage, vector),
     stamped with the model and passage size that made them: a change re-embeds, never mixes."""
 
-    folder: Path
-    embedder: Embedder
-    passage_words: int
-
-    def _path(self, batch: str) -> Path:
-        return self.folder / (batch.replace("|", "/") + ".parquet")
-
-    def _stamp(self) -> dict:
-        return {"model": self.embedder.identity, "passage_words": self.passage_words}
-
-    def _load(self, batch: str) -> pl.DataFrame | None:
-        path = self._path(batch)
-        meta = path.with_suffix(".json")
-        if not path.exists() or not meta.exists() or json.loads(meta.read_text()) != self._stamp():
-            return None
-        return pl.read_parquet(path)
+    def __init__(self, folder: Path, embedder: Embedder, passage_words: int):
+        super().__init__(folder, {"model": embedder.identity, "passage_words": passage_words})
+        self.embedder, self.passage_words = embedder, passage_words
 
     def update(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         """Passage vectors of `rows` (id, batch, text), embedding only the rows not stored yet;
         returns them with the number of rows embedded now."""
         parts, embedded = [], 0
         for (batch,), group in rows.group_by("batch", maintain_order=True):
-            stored = self._load(batch)
+            stored = self.load(batch)
             have = set(stored["id"]) if stored is not None else set()
             todo = group.filter(~pl.col("id").is_in(list(have)))
             if todo.height:
@@ -133,10 +119,7 @@ class EmbeddingStore:
                     "vector": pl.Series(vectors, dtype=pl.Array(pl.Float32, self.embedder.dimensions)),
                 })  # fmt: skip
                 stored = new if stored is None else pl.concat([stored, new])
-                path = self._path(batch)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                stored.write_parquet(path)
-                path.with_suffix(".json").write_text(json.dumps(self._stamp()))
+                self.save(batch, stored)
                 embedded += todo.height
             parts.append(stored.filter(pl.col("id").is_in(group["id"].implode())))
         if not parts:
