@@ -13,9 +13,9 @@ from assets.resources import Schoolhouse
 from pipeline.curation.curate import curate, yield_table
 from pipeline.curation.decontamination import decontaminate, exam_indexes, find_contamination
 from pipeline.curation.dedup import SignatureStore, exact_dedup, near_dedup, normalized_text
-from pipeline.curation.embeddings import Embedder, EmbeddingStore
+from pipeline.curation.embeddings import Embedder, EmbeddingStore, row_vectors
 from pipeline.curation.minhash import MinHashParams
-from pipeline.curation.semantic import SemanticExamIndex, semantic_decontaminate
+from pipeline.curation.semantic import SemanticExamIndex, semantic_decontaminate, semantic_dedup
 from pipeline.rows import KEPT, SCHEMA, counts_by_reason
 from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
 
@@ -83,13 +83,36 @@ def embeddings(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, dedu
     })  # fmt: skip
 
 
+def stored_vectors(schoolhouse: Schoolhouse, frame: pl.DataFrame) -> tuple[Embedder, pl.DataFrame, pl.DataFrame]:
+    """(the embedder, the kept rows, their passage vectors) from the embeddings step's store."""
+    cfg = schoolhouse.settings.curation
+    embedder = Embedder(cfg.embedding_model)
+    store = EmbeddingStore(schoolhouse.path("embeddings", "rows"), embedder, cfg.passage_words)
+    kept = frame.filter(KEPT).select("id", "batch", "text")
+    vectors, _ = store.update(kept)  # nothing new: the embeddings step stored them all
+    return embedder, kept, vectors
+
+
 @dg.asset(group_name="curation", kinds={"polars"})
-def decontaminated(schoolhouse: Schoolhouse, deduped: pl.DataFrame, embeddings: Path) -> dg.Output[pl.DataFrame]:
+def semantic_deduped(schoolhouse: Schoolhouse, deduped: pl.DataFrame, embeddings: Path) -> dg.Output[pl.DataFrame]:
+    """Kept rows that say what an earlier kept row says, by meaning, rejected naming it
+    (`curation.semantic_dedup`; after exact and MinHash dedup, earlier batches win)."""
+    cfg = schoolhouse.settings.curation
+    frame = deduped
+    if cfg.semantic_dedup > 0:
+        _, _, vectors = stored_vectors(schoolhouse, deduped)
+        ids, matrix = row_vectors(vectors)
+        frame = semantic_dedup(deduped, ids, matrix, cfg.semantic_dedup)
+    return dg.Output(frame, metadata={**_metadata(frame, "dedup:semantic"), "threshold": cfg.semantic_dedup})
+
+
+@dg.asset(group_name="curation", kinds={"polars"})
+def decontaminated(schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Rows sharing an n-gram with MMLU or HumanEval (code: also after renaming identifiers), or
     with a passage close in meaning to an exam item, rejected naming the item. Metadata: the
     yield of each template, audience and style, and the closest exam items."""
     cfg = schoolhouse.settings.curation
-    frame = decontaminate(deduped, *exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram))
+    frame = decontaminate(semantic_deduped, *exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram))
     nearest = semantic_nearest(schoolhouse, frame)
     if cfg.semantic_decontamination > 0:
         frame = semantic_decontaminate(frame, nearest, cfg.semantic_decontamination)
@@ -119,13 +142,10 @@ def decontaminated(schoolhouse: Schoolhouse, deduped: pl.DataFrame, embeddings: 
 
 def semantic_nearest(schoolhouse: Schoolhouse, frame: pl.DataFrame) -> pl.DataFrame:
     """Each kept row's closest exam item by meaning, from the stored passage vectors."""
-    cfg = schoolhouse.settings.curation
-    embedder = Embedder(cfg.embedding_model)
-    store = EmbeddingStore(schoolhouse.path("embeddings", "rows"), embedder, cfg.passage_words)
-    kept = frame.filter(KEPT).select("id", "batch", "text")
-    vectors, _ = store.update(kept)  # nothing new: the embeddings step stored them all
+    embedder, kept, vectors = stored_vectors(schoolhouse, frame)
     index = SemanticExamIndex.build(embedder)
-    return index.nearest(vectors, dict(zip(kept["id"], kept["text"], strict=True)), cfg.passage_words)
+    words = schoolhouse.settings.curation.passage_words
+    return index.nearest(vectors, dict(zip(kept["id"], kept["text"], strict=True)), words)
 
 
 @dg.asset_check(asset=decontaminated, blocking=True)

@@ -120,6 +120,10 @@ class CurationSettings(_Settings):
         "'teacher' (the embedded SmolLM2, mean-pooled) or a transformers model folder.",
     )
     passage_words: int = Field(64, ge=8, description="Words per embedded passage (half-overlapping).")
+    semantic_dedup: float = Field(
+        0.92, ge=0, le=1, description="Reject kept rows whose embedding is at least this cosine-similar to an "
+        "earlier kept row's (0 = off; SemDeDup).",
+    )
     semantic_decontamination: float = Field(
         0.6, ge=0, le=1, description="Reject rows with a passage that contains an MMLU answer and is at least this "
         "cosine-similar to its item (0 = off); tuned on bench/decontamination.py's planted cases.",

@@ -53,7 +53,7 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     assert all(r.success for r in results)
     materialized = {e.asset_key.to_user_string() for r in results for e in r.get_asset_materialization_events()}
     assert materialized == {
-        "topics", "prompts", "generations", "curated", "deduped", "embeddings", "decontaminated",
+        "topics", "prompts", "generations", "curated", "deduped", "embeddings", "semantic_deduped", "decontaminated",
         "training_mix", "student_model", "exam_report", "model_card", "dataset_card", "hub_release",
     }  # fmt: skip
 

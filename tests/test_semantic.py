@@ -73,3 +73,26 @@ def test_reworded_exam_questions_are_caught_by_meaning_and_missed_by_ngrams(embe
     assert right >= 8, named
     assert (caught["reason"] == "decontamination:semantic").sum() >= right
     assert out.tail(len(clean))["reason"].null_count() >= len(clean) - 1
+
+
+def test_rows_that_say_the_same_thing_are_deduplicated_by_meaning(embedder, tmp_path):
+    """A reworded copy of an earlier batch's row is rejected naming it (no n-gram of 5 words in
+    common, so MinHash cannot see it); rows on the same subject that say other things stay."""
+    from pipeline.curation.semantic import semantic_dedup
+
+    earlier = rows(("text", PROSE), batch="2026-11-20|text", prefix="old")
+    reworded = ("Green plants make sugar and oxygen from water and carbon dioxide using the energy of sunlight, "
+                "a process called photosynthesis. Chlorophyll in their leaves soaks up red and blue light and "
+                "reflects the green, so leaves look green. In the chloroplasts light splits water and oxygen "
+                "escapes to the air, while the captured energy builds glucose that is stored as starch.")  # fmt: skip
+    other = ("Plants also lose water through small pores in their leaves called stomata; this transpiration pulls "
+             "water up from the roots through the xylem and cools the plant on hot days.")  # fmt: skip
+    later = rows(("text", reworded), ("text", other), batch="2026-11-21|text", prefix="new")
+    frame = pl.concat([later, earlier])  # order in the table does not decide: the earlier batch wins
+    vectors, _ = EmbeddingStore(tmp_path, embedder, CurationSettings().passage_words).update(
+        frame.select("id", "batch", "text"))  # fmt: skip
+    ids, matrix = row_vectors(vectors)
+    out = semantic_dedup(frame, ids, matrix, CurationSettings().semantic_dedup)
+    by_id = {r["id"]: r for r in out.iter_rows(named=True)}
+    assert by_id["new000"]["reason"] == "dedup:semantic" and "old000" in by_id["new000"]["checks"]
+    assert by_id["old000"]["reason"] is None and by_id["new001"]["reason"] is None

@@ -84,3 +84,54 @@ def semantic_decontaminate(frame: pl.DataFrame, nearest: pl.DataFrame, threshold
         .otherwise(pl.col("contamination"))
     )
     return reject(frame, pl.when(hit).then(pl.lit("decontamination:semantic"))).drop("_item", "_sim")
+
+
+def semantic_duplicates(vectors: np.ndarray, threshold: float, cluster_size: int = 2000, seed: int = 0,
+                        iterations: int = 10) -> np.ndarray:  # fmt: skip
+    """For rows in priority order (earliest batch first), each row's representative: itself, or
+    the earliest kept row at least `threshold` cosine-similar to it (SemDeDup: rows are first
+    grouped by spherical k-means so that only rows of one cluster are compared)."""
+    n = len(vectors)
+    representative = np.arange(n)
+    if n < 2:
+        return representative
+    k = max(1, n // cluster_size)
+    rng = np.random.default_rng(seed)
+    centers = vectors[rng.choice(n, k, replace=False)]
+    for _ in range(iterations if k > 1 else 0):
+        labels = (vectors @ centers.T).argmax(1)
+        for c in range(k):
+            members = vectors[labels == c]
+            if len(members):
+                mean = members.sum(0)
+                centers[c] = mean / max(np.linalg.norm(mean), 1e-12)
+    labels = (vectors @ centers.T).argmax(1) if k > 1 else np.zeros(n, dtype=np.int64)
+    for c in range(k):
+        members = np.flatnonzero(labels == c)  # ascending: priority order
+        sims = vectors[members] @ vectors[members].T
+        kept: list[int] = []
+        for j in range(len(members)):
+            close = [i for i in kept if sims[i, j] >= threshold]
+            if close:
+                representative[members[j]] = members[close[0]]
+            else:
+                kept.append(j)
+    return representative
+
+
+def semantic_dedup(frame: pl.DataFrame, row_ids: list[str], vectors: np.ndarray, threshold: float) -> pl.DataFrame:
+    """Kept rows that say what an earlier kept row says (row vectors at least `threshold`
+    cosine-similar; earlier batch, then id, wins) are rejected as `dedup:semantic`, naming it."""
+    order = (frame.filter(KEPT & pl.col("id").is_in(row_ids)).sort("batch", "id")["id"].to_list())
+    position = {row_id: k for k, row_id in enumerate(row_ids)}
+    if len(order) < 2:
+        return frame
+    representative = semantic_duplicates(vectors[[position[r] for r in order]], threshold)
+    pairs = pl.DataFrame({"id": order, "_rep": [order[r] for r in representative]})
+    frame = frame.join(pairs, on="id", how="left", maintain_order="left")
+    duplicate = KEPT & pl.col("_rep").is_not_null() & (pl.col("_rep") != pl.col("id"))
+    frame = frame.with_columns(
+        checks=pl.when(duplicate).then(pl.format('{{"semantic_duplicate_of": "{}"}}', pl.col("_rep")))
+        .otherwise(pl.col("checks"))
+    )
+    return reject(frame, pl.when(duplicate).then(pl.lit("dedup:semantic"))).drop("_rep")
