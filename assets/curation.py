@@ -20,7 +20,7 @@ from pipeline.rows import KEPT, SCHEMA, counts_by_reason
 from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
 
 
-def _metadata(frame: pl.DataFrame, stage: str) -> dict:
+def row_metadata(frame: pl.DataFrame, stage: str) -> dict:
     kept = frame.filter(KEPT)
     reasons = {k: v for k, v in counts_by_reason(frame).items() if k.startswith(stage)}
     return {
@@ -41,7 +41,7 @@ def curated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     if cfg.sandbox == SandboxMode.unconfined:
         context.log.warning(UNCONFINED_WARNING)
     frame = curate(generations, cfg)
-    return dg.Output(frame, metadata={**_metadata(frame, "curation"), "sandbox": cfg.sandbox})
+    return dg.Output(frame, metadata={**row_metadata(frame, "curation"), "sandbox": cfg.sandbox})
 
 
 @dg.asset(group_name="curation", kinds={"polars"})
@@ -55,7 +55,7 @@ def deduped(schoolhouse: Schoolhouse, curated: pl.DataFrame) -> dg.Output[pl.Dat
     return dg.Output(
         frame,
         metadata={
-            **_metadata(frame, "dedup"),
+            **row_metadata(frame, "dedup"),
             "minhash_batches_computed": stats.batches_computed,
             "minhash_batches_from_store": stats.batches_loaded,
             "minhash_signatures_computed": stats.signatures_computed,
@@ -83,14 +83,14 @@ def embeddings(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, dedu
     })  # fmt: skip
 
 
-def stored_vectors(schoolhouse: Schoolhouse, frame: pl.DataFrame) -> tuple[Embedder, pl.DataFrame, pl.DataFrame]:
-    """(the embedder, the kept rows, their passage vectors) from the embeddings step's store."""
+def stored_vectors(schoolhouse: Schoolhouse, rows: pl.DataFrame) -> tuple[Embedder, pl.DataFrame]:
+    """(the embedder, the passage vectors of `rows`) from the embeddings step's store; a row it
+    does not hold yet (a judged row that dedup dropped) is embedded and stored now."""
     cfg = schoolhouse.settings.curation
     embedder = Embedder(cfg.embedding_model)
     store = EmbeddingStore(schoolhouse.path("embeddings", "rows"), embedder, cfg.passage_words)
-    kept = frame.filter(KEPT).select("id", "batch", "text")
-    vectors, _ = store.update(kept)  # nothing new: the embeddings step stored them all
-    return embedder, kept, vectors
+    vectors, _ = store.update(rows.select("id", "batch", "text"))
+    return embedder, vectors
 
 
 @dg.asset(group_name="curation", kinds={"polars"})
@@ -100,19 +100,19 @@ def semantic_deduped(schoolhouse: Schoolhouse, deduped: pl.DataFrame, embeddings
     cfg = schoolhouse.settings.curation
     frame = deduped
     if cfg.semantic_dedup > 0:
-        _, _, vectors = stored_vectors(schoolhouse, deduped)
+        _, vectors = stored_vectors(schoolhouse, deduped.filter(KEPT))
         ids, matrix = row_vectors(vectors)
         frame = semantic_dedup(deduped, ids, matrix, cfg.semantic_dedup)
-    return dg.Output(frame, metadata={**_metadata(frame, "dedup:semantic"), "threshold": cfg.semantic_dedup})
+    return dg.Output(frame, metadata={**row_metadata(frame, "dedup:semantic"), "threshold": cfg.semantic_dedup})
 
 
 @dg.asset(group_name="curation", kinds={"polars"})
-def decontaminated(schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def decontaminated(schoolhouse: Schoolhouse, quality_scored: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Rows sharing an n-gram with MMLU or HumanEval (code: also after renaming identifiers), or
     with a passage close in meaning to an exam item, rejected naming the item. Metadata: the
     yield of each template, audience and style, and the closest exam items."""
     cfg = schoolhouse.settings.curation
-    frame = decontaminate(semantic_deduped, *exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram))
+    frame = decontaminate(quality_scored, *exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram))
     nearest = semantic_nearest(schoolhouse, frame)
     if cfg.semantic_decontamination > 0:
         frame = semantic_decontaminate(frame, nearest, cfg.semantic_decontamination)
@@ -129,7 +129,7 @@ def decontaminated(schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame) -> 
     return dg.Output(
         frame,
         metadata={
-            **_metadata(frame, "decontamination"),
+            **row_metadata(frame, "decontamination"),
             "yield": dg.MetadataValue.float(kept / teacher if teacher else 0.0),
             "yield_by_template_audience_style": table(by_template),
             "yield_by_topic": table(yields.filter(pl.col("dimension") == "topic").sort("yield").head(40)),
@@ -142,7 +142,8 @@ def decontaminated(schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame) -> 
 
 def semantic_nearest(schoolhouse: Schoolhouse, frame: pl.DataFrame) -> pl.DataFrame:
     """Each kept row's closest exam item by meaning, from the stored passage vectors."""
-    embedder, kept, vectors = stored_vectors(schoolhouse, frame)
+    kept = frame.filter(KEPT)
+    embedder, vectors = stored_vectors(schoolhouse, kept)
     index = SemanticExamIndex.build(embedder)
     words = schoolhouse.settings.curation.passage_words
     return index.nearest(vectors, dict(zip(kept["id"], kept["text"], strict=True)), words)

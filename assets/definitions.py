@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from assets import curation, exam, experiments, generation, release, training
+from assets import curation, exam, experiments, generation, quality, release, training
 from assets.io import ArtifactIOManager
 from assets.jobs import JOBS, SCHEDULES
 from assets.resources import HubPublisher, Schoolhouse
@@ -14,7 +14,7 @@ from assets.sensors import SENSORS
 publisher = HubPublisher(token=dg.EnvVar("HF_TOKEN")) if os.environ.get("HF_TOKEN") else HubPublisher()
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([generation, curation, training, exam, release, experiments]),
+    assets=dg.load_assets_from_modules([generation, curation, quality, training, exam, release, experiments]),
     asset_checks=dg.load_asset_checks_from_modules([curation, exam]),
     jobs=JOBS,
     schedules=SCHEDULES,

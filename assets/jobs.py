@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.partitions import ARMS, BATCHES, DOMAINS, EXPERIMENTS, batch_key
 
-BATCH_ASSETS = dg.AssetSelection.assets("topics", "prompts", "generations", "curated")
+BATCH_ASSETS = dg.AssetSelection.assets("topics", "prompts", "generations", "curated", "quality_labels")
 EXPERIMENT_ASSETS = dg.AssetSelection.groups("experiments")
 
 generate_batch = dg.define_asset_job(

@@ -95,5 +95,10 @@ def _image(fig, path: Path) -> dg.MetadataValue:
     plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer.getvalue())
-    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return png_file(path)
+
+
+def png_file(path: Path) -> dg.MetadataValue:
+    """A PNG on disk as an inline markdown image."""
+    encoded = base64.b64encode(path.read_bytes()).decode()
     return dg.MetadataValue.md(f"![{path.stem}](data:image/png;base64,{encoded})")

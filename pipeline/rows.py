@@ -27,6 +27,7 @@ CURATED = {
     "checks": pl.String,  # json: what each stage measured
     "minhash_cluster": pl.String,
     "contamination": pl.String,  # json: the exam item a row matched
+    "quality_score": pl.Float64,  # educational value 0-5 from the quality classifier (kept rows)
 }
 SCHEMA = pl.Schema({**GENERATED, **CURATED})
 

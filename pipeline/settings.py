@@ -128,6 +128,23 @@ class CurationSettings(_Settings):
         0.6, ge=0, le=1, description="Reject rows with a passage that contains an MMLU answer and is at least this "
         "cosine-similar to its item (0 = off); tuned on bench/decontamination.py's planted cases.",
     )
+    quality_sample: int = Field(
+        16, ge=0, description="Kept rows per batch the teacher grades for educational value (seeded); the quality "
+        "classifier learns from every batch's labels.",
+    )
+    quality_prompt_text: str = Field("", description="Judge prompt YAML for text rows ('' = FineWeb-Edu's 0-5).")
+    quality_prompt_code: str = Field("", description="Judge prompt YAML for code rows ('' = phi-1-style 0-5).")
+    quality_guided: bool = Field(
+        True, description="Hold the judge's answer to its prompt's answer_regex with vLLM's structured outputs (a "
+        "small teacher otherwise rarely states a score); off for servers without them.",
+    )
+    quality_judge_words: int = Field(600, ge=16, description="Words of a row the judge reads (FineWeb-Edu: extracts).")
+    quality_threshold: float = Field(3.0, ge=0, le=5, description="Educational enough (FineWeb-Edu: 3): the "
+                                     "classifier's held-out F1 is measured at it.")
+    min_quality: float = Field(
+        0.0, ge=0, le=5, description="Reject kept rows the classifier scores below this (0 = keep all, scores still "
+        "computed); reason quality:educational_value.",
+    )
 
 
 class TrainingSettings(TrainConfig):

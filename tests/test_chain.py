@@ -53,7 +53,8 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     assert all(r.success for r in results)
     materialized = {e.asset_key.to_user_string() for r in results for e in r.get_asset_materialization_events()}
     assert materialized == {
-        "topics", "prompts", "generations", "curated", "deduped", "embeddings", "semantic_deduped", "decontaminated",
+        "topics", "prompts", "generations", "curated", "quality_labels", "deduped", "embeddings", "semantic_deduped",
+        "quality_classifier", "quality_scored", "decontaminated",
         "training_mix", "student_model", "exam_report", "model_card", "dataset_card", "hub_release",
     }  # fmt: skip
 
@@ -70,6 +71,19 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
         assert rejected["reason"].is_not_null().all()
     kept = table(artifact_home, "decontaminated").filter(pl.col("status") == "kept")
     assert kept.height > 0
+
+    # The teacher graded each batch's kept rows (up to the sample size), a versioned classifier
+    # learned the grades, and every kept row carries its score.
+    labels = table(artifact_home, "quality_labels")
+    curated_kept = table(artifact_home, "curated").filter(pl.col("status") == "kept")
+    assert labels.height == curated_kept.height and set(labels["id"]) == set(curated_kept["id"])  # sample 16 > 8
+    assert (labels["score"].is_not_null() == (labels["status"] == "labeled")).all()
+    assert labels.filter(pl.col("status") == "rejected")["reason"].str.starts_with("quality_label:").all()
+    head = json.loads((artifact_home / "quality" / "classifier" / "v0001" / "head.json").read_text())
+    assert head["held_out"]["labels"] == labels.filter(pl.col("status") == "labeled").height
+    assert kept["quality_score"].is_not_null().all() and kept["quality_score"].is_between(0, 5).all()
+    rejected = table(artifact_home, "decontaminated").filter(pl.col("status") == "rejected")
+    assert rejected.filter(pl.col("reason").str.starts_with("generation"))["quality_score"].is_null().all()
 
     # The student loads and generates.
     from transformers import AutoModelForCausalLM, AutoTokenizer

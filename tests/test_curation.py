@@ -34,7 +34,7 @@ def rows(*specs: tuple[str, str], batch: str = "2026-11-20|text", prefix: str = 
          "template": "x", "prompt": "p", "text": text, "teacher_model": "m", "sampling": "{}",
          "prompt_tokens": 1, "completion_tokens": len(text.split()), "finish_reason": "stop",
          "created_at": now, "status": "kept", "reason": None, "checks": "{}",
-         "minhash_cluster": None, "contamination": None}
+         "minhash_cluster": None, "contamination": None, "quality_score": None}
         for i, (domain, text) in enumerate(specs)
     ]  # fmt: skip
     return conform(pl.DataFrame(records, schema=SCHEMA))

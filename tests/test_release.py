@@ -47,7 +47,7 @@ def curated_rows(n: int = 5) -> pl.DataFrame:
          "teacher_model": "m", "sampling": "{}", "prompt_tokens": 3, "completion_tokens": 5,
          "finish_reason": "stop", "created_at": now, "status": "kept" if i < n - 1 else "rejected",
          "reason": None if i < n - 1 else "dedup:exact", "checks": "{}", "minhash_cluster": None,
-         "contamination": None}
+         "contamination": None, "quality_score": None}
         for i in range(n)
     ]  # fmt: skip
     return conform(pl.DataFrame(records, schema=SCHEMA))

@@ -76,7 +76,8 @@ def test_definitions_load_with_every_stage():
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
-        "topics", "prompts", "generations", "curated", "deduped", "embeddings", "semantic_deduped", "decontaminated",
+        "topics", "prompts", "generations", "curated", "quality_labels", "deduped", "embeddings", "semantic_deduped",
+        "quality_classifier", "quality_scored", "decontaminated",
         "training_mix", "student_model", "exam_report", "model_card", "dataset_card", "hub_release",
         "experiment_data", "experiment_start", "experiment_arm", "experiment_report",
     }  # fmt: skip

@@ -94,8 +94,8 @@ def curate(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
 
 
 def yield_table(frame: pl.DataFrame) -> pl.DataFrame:
-    """Kept tokens / teacher tokens by template, audience, style and topic: where the teacher's
-    tokens turn into training data, and where they are wasted."""
+    """Kept tokens / teacher tokens, and the kept rows' mean quality score, by template, audience,
+    style and topic: where the teacher's tokens turn into useful training data, and where not."""
     parts = []
     for dimension in ("template", "audience", "style", "topic"):
         parts.append(
@@ -105,6 +105,7 @@ def yield_table(frame: pl.DataFrame) -> pl.DataFrame:
                 kept_rows=KEPT.sum(),
                 teacher_tokens=pl.col("completion_tokens").sum(),
                 kept_tokens=pl.when(KEPT).then(pl.col("completion_tokens")).otherwise(0).sum(),
+                mean_quality=pl.when(KEPT).then(pl.col("quality_score")).mean().round(2),
             )
             .select(pl.lit(dimension).alias("dimension"), pl.col(dimension).alias("value"), pl.exclude(dimension))
         )

@@ -81,9 +81,11 @@ def chat_request(row: dict, max_tokens: int) -> ChatRequest:
                        answer_prefix=row.get("answer_prefix", ""))  # fmt: skip
 
 
-async def _collect(client: TeacherClient, requests: list[ChatRequest], journal: Path) -> tuple[int, int]:
-    """Journal every answer as it finishes; (answers, completion tokens)."""
-    progress = Progress("generation", len(requests), log)
+async def collect(client: TeacherClient, requests: list[ChatRequest], journal: Path,
+                  what: str = "generation") -> tuple[int, int]:  # fmt: skip
+    """Journal every answer as it finishes; (answers, completion tokens). The teacher as judge
+    (pipeline.curation.quality_labels) collects its answers the same way."""
+    progress = Progress(what, len(requests), log)
     tokens = 0
     journal.parent.mkdir(parents=True, exist_ok=True)
     with journal.open("a", encoding="utf-8") as out:
@@ -111,6 +113,7 @@ def contract_row(row: dict, answer: dict, batch: str, teacher_model: str) -> dic
         "checks": json.dumps({"error": answer["error"]} if answer.get("error") else {}),
         "minhash_cluster": None,
         "contamination": None,
+        "quality_score": None,
     }
 
 
@@ -136,7 +139,7 @@ def generate(
                  len(missing), len(plan), stats.resumed)  # fmt: skip
         started = time.monotonic()
         requests = [chat_request(row, max_tokens) for row in missing]
-        stats.requested, stats.new_completion_tokens = asyncio.run(_collect(client, requests, journal))
+        stats.requested, stats.new_completion_tokens = asyncio.run(collect(client, requests, journal))
         stats.seconds = time.monotonic() - started
         stats.peak_in_flight = client.peak_in_flight
         done = answers.read_journal(journal)

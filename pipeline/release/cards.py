@@ -85,6 +85,7 @@ def data_summary(rows: pl.DataFrame, sandbox: str = "isolated") -> dict[str, obj
         "rejected by generation checks": rate("generation"),
         "rejected by quality rules and code tests": rate("curation"),
         "duplicate rate (exact + near)": rate("dedup"),
+        "rejected for low educational value": rate("quality"),
         "contamination rate": rate("decontamination"),
         "code tests ran": SANDBOX_LINES[sandbox],
     }
@@ -103,4 +104,20 @@ def dataset_card(rows: pl.DataFrame, teacher: str, license: str, sandbox: str = 
     return DatasetCard.from_template(
         card_data, template_str=_template("dataset_card.md"), pretty_name="schoolhouse synthetic textbooks",
         teacher=teacher, summary="\n".join(f"- {k}: {v}" for k, v in summary.items()),
+        quality=quality_table(kept),
     )  # fmt: skip
+
+
+def quality_table(kept: pl.DataFrame) -> str:
+    """The kept rows' educational value (0-5, the quality classifier's score) by domain, as markdown."""
+    score = pl.col("quality_score")
+    by_domain = kept.filter(score.is_not_null()).group_by("domain").agg(
+        rows=pl.len(), mean=score.mean(), p10=score.quantile(0.1), median=score.median(), p90=score.quantile(0.9),
+        at_least_3=(score >= 3).mean(),
+    ).sort("domain")  # fmt: skip
+    if by_domain.is_empty():
+        return "No kept row has a quality score."
+    lines = ["| domain | rows | mean | p10 | median | p90 | share >= 3 |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['domain']} | {r['rows']} | {r['mean']:.2f} | {r['p10']:.2f} | {r['median']:.2f} | "
+              f"{r['p90']:.2f} | {r['at_least_3']:.0%} |" for r in by_domain.iter_rows(named=True)]  # fmt: skip
+    return "\n".join(lines)

@@ -38,6 +38,7 @@ class ChatRequest:
     top_p: float
     seed: int
     answer_prefix: str = ""  # the start of the answer, which the teacher continues
+    answer_regex: str = ""  # the answer must match this (vLLM structured outputs)
 
 
 class TeacherClient:
@@ -74,10 +75,12 @@ class TeacherClient:
 
     async def _ask(self, request: ChatRequest, client: openai.AsyncOpenAI) -> Completion:
         messages = [{"role": "user", "content": request.prompt}]
-        extra = None
+        extra = {}
         if request.answer_prefix:
             messages.append({"role": "assistant", "content": request.answer_prefix})
             extra = {"continue_final_message": True, "add_generation_prompt": False}
+        if request.answer_regex:
+            extra["structured_outputs"] = {"regex": request.answer_regex}
         try:
             response = await client.chat.completions.create(
                 model=self.model,
@@ -86,7 +89,7 @@ class TeacherClient:
                 temperature=request.temperature,
                 top_p=request.top_p,
                 seed=request.seed,
-                extra_body=extra,
+                extra_body=extra or None,
             )
         except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as error:
             # Retries (with backoff) are spent: fail the step; the journal keeps what finished.

@@ -1,0 +1,146 @@
+"""Educational value: the teacher grades a sample of each batch (quality_labels), a regression
+head learns the grades from the row embeddings (quality_classifier), and every kept row gets its
+score (quality_scored). Logic lives in pipeline.curation.quality_labels and quality_classifier."""
+
+import contextlib
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from assets.curation import row_metadata, stored_vectors
+from assets.metadata import bar_chart, png_file, preview, table
+from assets.partitions import BATCHES, batch_parts
+from assets.resources import Schoolhouse
+from pipeline.curation.embeddings import row_vectors
+from pipeline.curation.quality_classifier import (
+    HeadStore,
+    apply_scores,
+    confusion_plot,
+    features,
+    fingerprint,
+    train,
+)
+from pipeline.curation.quality_labels import LABELED, JudgePrompt, judge, label_requests, missing_keys, sample_rows
+from pipeline.rows import KEPT
+from pipeline.teacher.serving import serving
+
+
+def judge_prompts(schoolhouse: Schoolhouse) -> dict[str, JudgePrompt]:
+    cfg = schoolhouse.settings.curation
+    return {"text": JudgePrompt.load("text", cfg.quality_prompt_text),
+            "code": JudgePrompt.load("code", cfg.quality_prompt_code)}  # fmt: skip
+
+
+@dg.asset(group_name="curation", kinds={"polars", "vllm"}, partitions_def=BATCHES)
+def quality_labels(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
+                   curated: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
+    """The teacher's 0-5 educational-value grade of a seeded sample of the batch's kept rows
+    (`curation.quality_sample`), journaled like generation; an answer without a score is a
+    rejected label with its reason."""
+    cfg = schoolhouse.settings
+    date, domain = batch_parts(context.partition_key)
+    prompts = judge_prompts(schoolhouse)
+    sample = sample_rows(curated, cfg.curation.quality_sample, hash_seed(cfg.generation.seed, context.partition_key))
+    requests = label_requests(sample, prompts, cfg.teacher.model, cfg.curation.quality_judge_words,
+                              cfg.generation.seed, cfg.curation.quality_guided)  # fmt: skip
+    journal = schoolhouse.path("journals", date, f"{domain}.quality.jsonl")
+    needs_teacher = bool(missing_keys(requests, journal))
+    teacher = serving(cfg.teacher, log_path=schoolhouse.path("logs", f"vllm-{date}-{domain}-judge.log"))
+    with teacher if needs_teacher else contextlib.nullcontext() as client:
+        labels, stats = judge(requests, prompts, client, journal, cfg.teacher.model)
+    scores = labels.filter(pl.col("status") == LABELED)["score"]
+    reasons = labels.filter(pl.col("status") != LABELED).group_by("reason").len()
+    return dg.Output(labels, metadata={
+        "sampled": stats.sampled, "labeled": scores.len(), "resumed_from_journal": stats.resumed,
+        "requested": stats.requested, "seconds_judging": dg.MetadataValue.float(round(stats.seconds, 1)),
+        "mean_score": dg.MetadataValue.float(float(scores.mean()) if scores.len() else float("nan")),
+        "scores": table(labels.group_by("score").len().sort("score")),
+        "rejected_by_reason": dg.MetadataValue.json(dict(reasons.iter_rows())),
+        "prompts": dg.MetadataValue.json({d: p.version for d, p in prompts.items()}),
+        "preview": preview(labels, ["id", "score", "reason", "answer"]),
+    })  # fmt: skip
+
+
+def hash_seed(seed: int, partition_key: str) -> int:
+    from pipeline.generation.prompts import batch_seed
+
+    return batch_seed(seed, f"quality|{partition_key}")
+
+
+@dg.asset(group_name="curation", kinds={"scikitlearn"})
+def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, quality_labels: pl.DataFrame,
+                       embeddings: Path) -> dg.Output[Path]:  # fmt: skip
+    """A ridge regression head on the row embeddings, trained on every batch's labels so far,
+    with held-out MAE, F1 at `curation.quality_threshold` and a confusion matrix; a new version
+    folder whenever the labels grow, the latest reused when they did not."""
+    cfg = schoolhouse.settings.curation
+    labeled = quality_labels.filter(pl.col("status") == LABELED)
+    embedder, vectors = stored_vectors(schoolhouse, labeled)
+    ids, matrix = row_vectors(vectors)
+    order = {row_id: k for k, row_id in enumerate(ids)}
+    x = features(matrix[[order[i] for i in labeled["id"]]], labeled["domain"].to_list())
+    y = labeled["score"].to_numpy()
+    store = HeadStore(schoolhouse.path("quality", "classifier"))
+    made_of = fingerprint(labeled, embedder.identity, cfg.quality_threshold)
+    head = store.latest()
+    if head is None or head.fingerprint != made_of:
+        head = train(x, y, embedder.identity, cfg.quality_threshold, seed=schoolhouse.settings.generation.seed)
+        head.fingerprint = made_of
+        head.label_counts = dict(labeled.group_by("domain").len().iter_rows())
+        title = f"held out: MAE {head.held_out.mae:.2f} (mean {head.held_out.baseline_mae:.2f}), {len(y)} labels"
+        trained_on = labeled.select("id", "domain", "batch", "score", "prompt")
+        store.save(head, trained_on, confusion_plot(head.held_out, title))
+        context.log.info("quality classifier %s trained on %d labels", head.version, len(y))
+    folder = store.folder / head.version
+    held = head.held_out
+    return dg.Output(folder, metadata={
+        "version": head.version, "labels": held.labels, "labels_by_domain": dg.MetadataValue.json(head.label_counts),
+        "held_out_mae": dg.MetadataValue.float(held.mae),
+        "held_out_mae_of_the_mean": dg.MetadataValue.float(held.baseline_mae),
+        "held_out_f1": dg.MetadataValue.float(held.f1), "f1_threshold": held.threshold,
+        "held_out_spearman": dg.MetadataValue.float(held.spearman),
+        "ridge_alpha": dg.MetadataValue.float(head.alpha), "embedding": head.embedding,
+        "confusion_matrix": png_file(folder / "confusion.png"),
+    })  # fmt: skip
+
+
+@dg.asset(group_name="curation", kinds={"polars"})
+def quality_scored(schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame, quality_classifier: Path,
+                   embeddings: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
+    """Every kept row's `quality_score` (0-5) from the classifier; below `curation.min_quality`
+    (when above 0) a row is rejected, reason quality:educational_value."""
+    cfg = schoolhouse.settings.curation
+    head = HeadStore.load(quality_classifier)
+    kept = semantic_deduped.filter(KEPT)
+    _, vectors = stored_vectors(schoolhouse, kept)
+    ids, matrix = row_vectors(vectors)
+    domain = dict(zip(kept["id"], kept["domain"], strict=True))
+    predicted = head.predict(features(matrix, [domain[i] for i in ids])) if ids else np.zeros(0)
+    frame = apply_scores(semantic_deduped, dict(zip(ids, predicted.tolist(), strict=True)), cfg.min_quality)
+    return dg.Output(frame, metadata={
+        **row_metadata(frame, "quality"), **score_distribution(frame, schoolhouse.path("quality", "scores.png")),
+        "classifier": head.version, "min_quality": cfg.min_quality,
+    })  # fmt: skip
+
+
+def score_distribution(frame: pl.DataFrame, png: Path) -> dict:
+    """The kept rows' scores: mean, share at or above 3, a histogram by domain (table and image)."""
+    scored = frame.filter(pl.col("quality_score").is_not_null())
+    bins = scored.with_columns(bin=pl.col("quality_score").round(0).cast(pl.Int64)).group_by("domain", "bin").len()
+    bins = bins.sort("domain", "bin")
+    chart = bar_chart([f"{r['domain']} {r['bin']}" for r in bins.iter_rows(named=True)], bins["len"].to_list(),
+                      "rows (score rounded)", png, "quality score")  # fmt: skip
+    mean = scored["quality_score"].mean()
+    return {
+        "mean_quality_score": dg.MetadataValue.float(float(mean) if mean is not None else float("nan")),
+        "share_scoring_3_or_more": dg.MetadataValue.float(
+            float((scored["quality_score"] >= 3).mean()) if scored.height else float("nan")),
+        "quality_scores": table(bins),
+        "quality_score_chart": chart,
+        "lowest_scored": preview(scored.sort("quality_score").head(5), ["id", "domain", "quality_score", "text"]),
+        "score_quantiles": dg.MetadataValue.json(
+            {f"p{round(q * 100)}": float(scored["quality_score"].quantile(q)) for q in (0.1, 0.5, 0.9)}
+            if scored.height else {}),
+    }  # fmt: skip

@@ -1,0 +1,195 @@
+"""The quality classifier: a linear regression head on the shared row embeddings, trained on the
+teacher's labels (FineWeb-Edu's recipe: a regression head on frozen embeddings, threshold 3),
+then run over every kept row.
+
+The head is ridge regression (scikit-learn's RidgeCV picks the penalty by leave-one-out); its
+held-out figures come from 5-fold cross-validated predictions, beside the baseline of predicting
+the training folds' mean, so a head that learned nothing shows it. A trained head is a versioned
+folder of plain numbers (`head.json`, no pickle), with the labels it learned from and its
+confusion matrix; new labels make a new version, the same labels reuse the latest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))
+MIN_LABELS = 8  # fewer cannot be split into held-out folds worth reporting
+FOLDS = 5
+
+
+def features(vectors: np.ndarray, domains: list[str]) -> np.ndarray:
+    """A row's embedding and whether it is code: the two judge prompts score on their own scales."""
+    is_code = np.array([[1.0 if d == "code" else 0.0] for d in domains], dtype=np.float32)
+    return np.hstack([vectors.astype(np.float32), is_code.reshape(-1, 1)])
+
+
+@dataclass
+class HeldOut:
+    """Figures of cross-validated predictions: each label predicted by a head that never saw it."""
+
+    labels: int
+    mae: float
+    baseline_mae: float  # predicting the training folds' mean score
+    f1: float  # score >= threshold, judge vs head
+    threshold: float
+    confusion: list[list[int]]  # judge's rounded score (rows) x head's rounded score (columns)
+    spearman: float
+
+
+@dataclass
+class QualityHead:
+    weights: list[float]
+    intercept: float
+    alpha: float
+    max_score: int
+    embedding: str  # the embedder identity the head was trained on
+    version: str = ""
+    fingerprint: str = ""
+    trained_at: str = ""
+    held_out: HeldOut | None = None
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(x @ np.asarray(self.weights, dtype=np.float64) + self.intercept, 0, self.max_score)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> QualityHead:
+        values = json.loads(text)
+        held = values.pop("held_out", None)
+        return cls(**values, held_out=HeldOut(**held) if held else None)
+
+
+def _ridge():
+    from sklearn.linear_model import RidgeCV
+
+    return RidgeCV(alphas=ALPHAS)
+
+
+def held_out_figures(x: np.ndarray, y: np.ndarray, threshold: float, max_score: int, seed: int) -> HeldOut:
+    from scipy.stats import spearmanr
+    from sklearn.dummy import DummyRegressor
+    from sklearn.metrics import confusion_matrix, f1_score, mean_absolute_error
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    folds = KFold(n_splits=min(FOLDS, len(y)), shuffle=True, random_state=seed)
+    predicted = np.clip(cross_val_predict(_ridge(), x, y, cv=folds), 0, max_score)
+    baseline = cross_val_predict(DummyRegressor(strategy="mean"), x, y, cv=folds)
+    scale = list(range(max_score + 1))
+    confusion = confusion_matrix(np.rint(y).astype(int), np.rint(predicted).astype(int), labels=scale)
+    rho = spearmanr(y, predicted).statistic if len(set(y)) > 1 and len(set(predicted)) > 1 else 0.0
+    return HeldOut(
+        labels=len(y),
+        mae=float(mean_absolute_error(y, predicted)),
+        baseline_mae=float(mean_absolute_error(y, baseline)),
+        f1=float(f1_score(y >= threshold, predicted >= threshold, zero_division=0.0)),
+        threshold=threshold,
+        confusion=confusion.tolist(),
+        spearman=float(rho),
+    )
+
+
+def train(x: np.ndarray, y: np.ndarray, embedding: str, threshold: float, max_score: int = 5,
+          seed: int = 0) -> QualityHead:  # fmt: skip
+    """A head fitted on all labels, with the figures of heads that held each label out."""
+    if len(y) < MIN_LABELS:
+        raise ValueError(f"the quality classifier needs at least {MIN_LABELS} labels and has {len(y)}: judge more "
+                         "rows per batch (curation.quality_sample) or materialize more batches")  # fmt: skip
+    held = held_out_figures(x, y, threshold, max_score, seed)
+    ridge = _ridge().fit(x, y)
+    return QualityHead(weights=ridge.coef_.astype(float).tolist(), intercept=float(ridge.intercept_),
+                       alpha=float(ridge.alpha_), max_score=max_score, embedding=embedding, held_out=held)  # fmt: skip
+
+
+def fingerprint(labels: pl.DataFrame, embedding: str, threshold: float) -> str:
+    """What a head is made of: the labels (id, score), the embedder and the settings."""
+    rows = sorted(zip(labels["id"].to_list(), labels["score"].to_list(), strict=True))
+    return hashlib.sha256(json.dumps([rows, embedding, threshold, ALPHAS]).encode()).hexdigest()[:16]
+
+
+class HeadStore:
+    """`<folder>/v0001/`, `v0002/`, ...: head.json, labels.parquet, confusion.png; never rewritten."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def versions(self) -> list[Path]:
+        return sorted(p for p in self.folder.glob("v[0-9]*") if (p / "head.json").is_file())
+
+    def latest(self) -> QualityHead | None:
+        versions = self.versions()
+        return self.load(versions[-1]) if versions else None
+
+    @staticmethod
+    def load(version: Path) -> QualityHead:
+        return QualityHead.from_json((version / "head.json").read_text())
+
+    def save(self, head: QualityHead, labels: pl.DataFrame, confusion_png) -> Path:
+        """A new version folder, whole or absent (written aside, then renamed)."""
+        number = len(self.versions()) + 1
+        head.version, head.trained_at = f"v{number:04d}", datetime.now(UTC).isoformat(timespec="seconds")
+        target = self.folder / head.version
+        partial = self.folder / f".{head.version}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        (partial / "head.json").write_text(head.to_json())
+        labels.write_parquet(partial / "labels.parquet")
+        confusion_png(partial / "confusion.png")
+        os.replace(partial, target)
+        return target
+
+
+def confusion_plot(held: HeldOut, title: str):
+    """A writer of the held-out confusion matrix as a PNG (judge rows x head columns)."""
+
+    def write(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        matrix = np.asarray(held.confusion)
+        fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=110)
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), n in np.ndenumerate(matrix):
+            ax.text(j, i, str(n), ha="center", va="center", color="black" if n <= matrix.max() / 2 else "white")
+        ax.set_xlabel("classifier (held out, rounded)")
+        ax.set_ylabel("teacher's label")
+        ax.set_xticks(range(len(matrix)))
+        ax.set_yticks(range(len(matrix)))
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+    return write
+
+
+def apply_scores(frame: pl.DataFrame, scores: dict[str, float], min_quality: float) -> pl.DataFrame:
+    """Every kept row's `quality_score`; with `min_quality` > 0 the rows below it are rejected
+    (`quality:educational_value`). Rows rejected earlier keep a null score."""
+    from pipeline.rows import KEPT, reject
+
+    missing = [i for i in frame.filter(KEPT)["id"] if i not in scores]
+    if missing:
+        raise ValueError(f"{len(missing)} kept rows have no embedding to score (first: {missing[0]}): "
+                         "materialize `embeddings` first")  # fmt: skip
+    scored = frame.with_columns(
+        quality_score=pl.when(KEPT).then(pl.col("id").replace_strict(scores, default=None, return_dtype=pl.Float64))
+    )
+    if min_quality <= 0:
+        return scored
+    low = pl.when(pl.col("quality_score") < min_quality).then(pl.lit("quality:educational_value"))
+    return reject(scored, low)
