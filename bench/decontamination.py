@@ -97,7 +97,10 @@ def planted(items: int, seed: int = 0) -> list[tuple[str, str, str, str | None]]
         cases.append(("renamed", "code", f"### Function\n```python\n{renamed}```\n", problem.task_id))
     for name, args, returns, doc, body in GENERIC_CODE:
         code = f'def {name}({args}) -> {returns}:\n    """{doc}"""\n    {body}\n'
-        cases.append(("clean code", "code", f"### Function\n```python\n{code}```\n", None))
+        # gcd(a: int, b: int) -> int by Euclid's loop is HumanEval/13's prompt and solution token
+        # for token once names are renamed: a copy, however common, so a hit there is right.
+        kind, item = ("renamed", "HumanEval/13") if name == "gcd" else ("clean code", None)
+        cases.append((kind, "code", f"### Function\n```python\n{code}```\n", item))
     return cases
 
 

@@ -230,6 +230,20 @@ def test_generic_one_line_code_is_not_taken_for_humaneval(exam_index, code_index
     assert out["reason"][0] is None
 
 
+def test_a_helper_some_problem_contains_is_not_that_problem(exam_index, code_index):
+    """HumanEval/94 defines an `isPrime` helper inside its solution; a textbook prime test shares
+    9 of its 81 n-grams, a renamed copy of the whole problem all of them."""
+    prime = ('def is_prime(n: int) -> bool:\n    """Whether n is prime."""\n    if n < 2:\n        return False\n'
+             '    for k in range(2, int(n ** 0.5) + 1):\n        if n % k == 0:\n            return False\n'
+             '    return True\n')  # fmt: skip
+    problem = next(p for p in read_humaneval() if p.task_id == "HumanEval/94")
+    copy = renamed_copy(problem.prompt + problem.canonical_solution)
+    out = decontaminate(rows(*[("code", f"### Function\n```python\n{c}```\n") for c in (prime, copy)]),
+                        exam_index, code_index).sort("id")  # fmt: skip
+    assert out["reason"].to_list() == [None, "decontamination:ngram"]
+    assert json.loads(out["contamination"][1])["exam_item"] == "HumanEval/94"
+
+
 def test_verify_jaccard_keeps_pairs_that_only_lsh_took_for_duplicates(tmp_path):
     """14 x 8 LSH also pairs documents near J = 0.7; with `verify_jaccard` such pairs stay apart
     while true near-copies (J ~ 0.98) are still rejected."""

@@ -2,6 +2,7 @@
 and the scores on rows; the teacher as judge is exercised against the real vLLM server."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -53,12 +54,7 @@ def test_the_sample_is_seeded_and_only_kept_rows():
     assert sample_rows(frame, 100, seed=3).height == 15 and sample_rows(frame, 0, seed=3).height == 0
 
 
-CHATTER = ["Click here to win a free phone today!", "Follow us for more amazing deals.", "lol that was so funny",
-           "Best prices in town, visit our store now.", "Subscribe and hit the bell for daily giveaways.",
-           "My cat did the weirdest thing this morning haha.", "Limited offer: 50% off all shoes this weekend.",
-           "Who else is watching the game tonight?", "Sign up now and get your first month free!",
-           "Ugh, Mondays. Need more coffee.", "Top 10 celebrity outfits you will not believe.",
-           "Call now, operators are standing by."]  # fmt: skip
+CHATTER = (Path(__file__).parent / "data" / "chatter.txt").read_text().splitlines()  # ads and small talk
 
 
 @pytest.fixture(scope="module")

@@ -86,26 +86,32 @@ def _best(hits: Counter) -> str | None:
 class CodeIndex:
     """Renamed-token n-grams of every HumanEval prompt + canonical solution.
 
-    The 8 problems shorter than n = 20 tokens (`strlen`, `add`, ...) are not indexed here: with
-    names renamed away they are generic code (`def f(x: str) -> int: return len(x)`) that would
-    flag innocent rows; their docstrings are still caught by the word n-gram check."""
+    A row matches a problem when it holds at least `coverage` of the problem's distinct n-grams
+    (or `long_run` of them, a long copied stretch of a large problem): a renamed copy holds all
+    of them, while a generic helper that a problem happens to contain (`is_prime` inside
+    HumanEval/94: 9 of 81) holds a few. The 8 problems shorter than n = 20 tokens (`strlen`,
+    `add`, ...) are not indexed: renamed, they are generic code (`def f(x): return len(x)`);
+    their docstrings are still caught by the word n-gram check."""
 
-    def __init__(self, n: int = 20):
-        self.n = n
+    def __init__(self, n: int = 20, coverage: float = 0.5, long_run: int = 40):
+        self.n, self.coverage, self.long_run = n, coverage, long_run
         self.index: dict[tuple[str, ...], list[str]] = {}
         for problem in read_humaneval():
             for source in (problem.prompt + problem.canonical_solution, problem.canonical_solution):
                 tokens = code_tokens(textwrap.dedent(source))
                 for i in range(len(tokens) - n + 1):
                     _add(self.index, renamed(tokens[i : i + n]), problem.task_id)
+        self.size = Counter(item for items in self.index.values() for item in items)
 
     def match(self, text: str) -> str | None:
-        hits: Counter = Counter()
+        grams = set()
         for block in code_blocks(text):
             tokens = code_tokens(textwrap.dedent(block))
-            for i in range(len(tokens) - self.n + 1):
-                hits.update(self.index.get(renamed(tokens[i : i + self.n]), ()))
-        return _best(hits)
+            grams.update(renamed(tokens[i : i + self.n]) for i in range(len(tokens) - self.n + 1))
+        hits = Counter(item for gram in grams for item in self.index.get(gram, ()))
+        enough = {item: k for item, k in hits.items()
+                  if k >= min(self.coverage * self.size[item], self.long_run)}  # fmt: skip
+        return _best(Counter(enough))
 
 
 class ExamIndex:
@@ -121,14 +127,15 @@ class ExamIndex:
             self._add(item.id, item.question + " " + item.choices[item.answer])
         for problem in read_humaneval():
             self._add(problem.task_id, problem.prompt)
-            self._add(problem.task_id, problem.canonical_solution)
+            # A short solution's words ("while b a b b a b return a") are generic code, not an item.
+            self._add(problem.task_id, problem.canonical_solution, whole_if_short=False)
 
-    def _add(self, item_id: str, text: str) -> None:
+    def _add(self, item_id: str, text: str, whole_if_short: bool = True) -> None:
         tokens = words(text)
         if len(tokens) >= self.n:
             for gram in ngrams(tokens, self.n):
                 _add(self.index, gram, item_id)
-        elif len(tokens) >= _MIN_ITEM_WORDS:
+        elif whole_if_short and len(tokens) >= _MIN_ITEM_WORDS:
             head = tuple(tokens[:_MIN_ITEM_WORDS])
             self.short.setdefault(head, []).append((tuple(tokens), item_id))
 

@@ -72,7 +72,8 @@ class QualityHead:
         return cls(**values, held_out=HeldOut(**held) if held else None)
 
 
-def _ridge():
+def ridge():
+    """Ridge regression, its penalty chosen by leave-one-out over ALPHAS."""
     from sklearn.linear_model import RidgeCV
 
     return RidgeCV(alphas=ALPHAS)
@@ -85,7 +86,7 @@ def held_out_figures(x: np.ndarray, y: np.ndarray, threshold: float, max_score: 
     from sklearn.model_selection import KFold, cross_val_predict
 
     folds = KFold(n_splits=min(FOLDS, len(y)), shuffle=True, random_state=seed)
-    predicted = np.clip(cross_val_predict(_ridge(), x, y, cv=folds), 0, max_score)
+    predicted = np.clip(cross_val_predict(ridge(), x, y, cv=folds), 0, max_score)
     baseline = cross_val_predict(DummyRegressor(strategy="mean"), x, y, cv=folds)
     scale = list(range(max_score + 1))
     confusion = confusion_matrix(np.rint(y).astype(int), np.rint(predicted).astype(int), labels=scale)
@@ -108,9 +109,9 @@ def train(x: np.ndarray, y: np.ndarray, embedding: str, threshold: float, max_sc
         raise ValueError(f"the quality classifier needs at least {MIN_LABELS} labels and has {len(y)}: judge more "
                          "rows per batch (curation.quality_sample) or materialize more batches")  # fmt: skip
     held = held_out_figures(x, y, threshold, max_score, seed)
-    ridge = _ridge().fit(x, y)
-    return QualityHead(weights=ridge.coef_.astype(float).tolist(), intercept=float(ridge.intercept_),
-                       alpha=float(ridge.alpha_), max_score=max_score, embedding=embedding, held_out=held)  # fmt: skip
+    fitted = ridge().fit(x, y)
+    return QualityHead(weights=fitted.coef_.astype(float).tolist(), intercept=float(fitted.intercept_),
+                       alpha=float(fitted.alpha_), max_score=max_score, embedding=embedding, held_out=held)  # fmt: skip
 
 
 def fingerprint(labels: pl.DataFrame, embedding: str, threshold: float) -> str:
