@@ -60,7 +60,7 @@ def run_experiments(instance, overrides: dict, date: str | None) -> list:
     results = run_batches(instance, overrides, date) if date else []
     if not all(r.success for r in results):
         return results
-    curation = ["deduped", "embeddings", "semantic_deduped", "decontaminated"]
+    curation = ["deduped", "embeddings", "semantic_deduped", "quality_classifier", "quality_scored", "decontaminated"]
     results.append(_run(instance, "train_and_release", overrides, assets=curation))
     for name, experiment in experiments().items():
         if not results[-1].success:
