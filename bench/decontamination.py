@@ -140,7 +140,7 @@ def main() -> None:
     print(f"{len(cases)} rows: " + ", ".join(f"{k} {sum(c[0] == k for c in cases)}" for k in kinds))
     print(f"n-gram checks: {len(cases) / ngram_s:,.0f} rows/s; semantic ({args.model}, passages of "
           f"{args.passage_words} words): {len(cases) / semantic_s:,.1f} rows/s on {_threads()} threads\n")
-    thresholds = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65]
+    thresholds = [0.40, 0.50, 0.55, 0.58, 0.60, 0.62, 0.65]
     header = f"{'kind':14}{'n-gram':>9}" + "".join(f"{'+sem ' + format(t, '.2f'):>11}" for t in thresholds)
     print(header)
     for kind in kinds:

@@ -1,7 +1,9 @@
 """Dedup-by-meaning threshold: planted duplicates against distinct pages on the same subject.
 
-Originals: pages of the Python language reference (`python-docs`) of 150+ words: every page is on
-the same subject (Python), the hard case for a threshold. Planted duplicates of a seeded subset:
+Originals: pages of the Python language reference (`python-docs`) of 150+ words that share no
+text (the reference's pages are overlapping chunks of its sections; those overlapping another
+chosen page are left out): every page is on the same subject, the hard case for a threshold.
+Planted duplicates of a seeded subset:
 - reordered: the page's sentences shuffled (the same text, said in another order);
 - trimmed: a contiguous 60% of its sentences (a shorter version of the page);
 - paraphrased (with --teacher-url): the teacher rewrites the page's first 200 words in its own
@@ -37,6 +39,22 @@ def sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
+def shingles(text: str) -> set[tuple[str, ...]]:
+    words = text.split()
+    return {tuple(words[i : i + 5]) for i in range(len(words) - 4)}
+
+
+def distinct_pages(pages: list[str], wanted: int) -> list[str]:
+    """Pages sharing no more than 5% of their 5-word shingles with any page taken before: the
+    reference's pages are overlapping chunks of its sections, and those are duplicates in part."""
+    taken: list[tuple[str, set]] = []
+    for page in pages:
+        grams = shingles(page)
+        if all(len(grams & other) <= 0.05 * min(len(grams), len(other)) for _, other in taken):
+            taken.append((page, grams))
+    return [page for page, _ in taken[:wanted]]
+
+
 def paraphrases(pages: list[str], url: str) -> list[str]:
     from pipeline.settings import resolve
     from pipeline.teacher.client import ChatRequest, TeacherClient
@@ -67,7 +85,8 @@ def main() -> None:
     from pipeline.training.replay import python_docs
 
     rng = random.Random(0)
-    pages = rng.sample([p for p in python_docs() if len(p.split()) >= 150], args.pages)
+    long_pages = [p for p in python_docs() if len(p.split()) >= 150]
+    pages = distinct_pages(rng.sample(long_pages, len(long_pages)), args.pages)
     chosen = list(range(args.planted))
     planted: list[tuple[str, int, str]] = []
     for k in chosen:
@@ -94,8 +113,8 @@ def main() -> None:
     pairs = distinct[np.triu_indices(len(pages), 1)]
 
     kinds = sorted({kind for kind, _, _ in planted})
-    print(f"{len(pages)} distinct pages, {len(planted)} planted duplicates ({args.model}); similarity to the "
-          "original, median [min, max]:")  # fmt: skip
+    print(f"{len(pages)} distinct pages (no shared text), {len(planted)} planted duplicates ({args.model}); "
+          "similarity to the original, median [min, max]:")  # fmt: skip
     for kind in kinds:
         s = similarity[[i for i, (k, _, _) in enumerate(planted) if k == kind]]
         print(f"  {kind:12s} {np.median(s):.3f} [{s.min():.3f}, {s.max():.3f}]")
