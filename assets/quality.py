@@ -23,6 +23,7 @@ from pipeline.curation.quality_classifier import (
     train,
 )
 from pipeline.curation.quality_labels import LABELED, JudgePrompt, judge, label_requests, missing_keys, sample_rows
+from pipeline.generation.prompts import batch_seed
 from pipeline.rows import KEPT
 from pipeline.teacher.serving import serving
 
@@ -42,7 +43,8 @@ def quality_labels(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     cfg = schoolhouse.settings
     date, domain = batch_parts(context.partition_key)
     prompts = judge_prompts(schoolhouse)
-    sample = sample_rows(curated, cfg.curation.quality_sample, hash_seed(cfg.generation.seed, context.partition_key))
+    seed = batch_seed(cfg.generation.seed, f"quality|{context.partition_key}")
+    sample = sample_rows(curated, cfg.curation.quality_sample, seed)
     requests = label_requests(sample, prompts, cfg.teacher.model, cfg.curation.quality_judge_words,
                               cfg.generation.seed, cfg.curation.quality_guided)  # fmt: skip
     journal = schoolhouse.path("journals", date, f"{domain}.quality.jsonl")
@@ -61,12 +63,6 @@ def quality_labels(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
         "prompts": dg.MetadataValue.json({d: p.version for d, p in prompts.items()}),
         "preview": preview(labels, ["id", "score", "reason", "answer"]),
     })  # fmt: skip
-
-
-def hash_seed(seed: int, partition_key: str) -> int:
-    from pipeline.generation.prompts import batch_seed
-
-    return batch_seed(seed, f"quality|{partition_key}")
 
 
 @dg.asset(group_name="curation", kinds={"scikitlearn"})
@@ -114,7 +110,10 @@ def quality_scored(schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame, qua
     cfg = schoolhouse.settings.curation
     head = HeadStore.load(quality_classifier)
     kept = semantic_deduped.filter(KEPT)
-    _, vectors = stored_vectors(schoolhouse, kept)
+    embedder, vectors = stored_vectors(schoolhouse, kept)
+    if head.embedding != embedder.identity:
+        raise ValueError(f"quality classifier {head.version} learned from {head.embedding} embeddings, and "
+                         f"curation.embedding_model is now {embedder.identity}: materialize quality_classifier again")  # fmt: skip
     ids, matrix = row_vectors(vectors)
     domain = dict(zip(kept["id"], kept["domain"], strict=True))
     predicted = head.predict(features(matrix, [domain[i] for i in ids])) if ids else np.zeros(0)

@@ -96,7 +96,7 @@ def test_a_days_batches_run_at_once_on_the_multiprocess_executor(teacher_url, ar
     assert first_start < second_end and second_start < first_end  # the two runs overlapped
     step_pids = {e.dagster_event.pid for r in results for e in instance.all_logs(r.run_id)
                  if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START}  # fmt: skip
-    assert os.getpid() not in step_pids and len(step_pids) == 8  # 4 steps per batch, a process each
+    assert os.getpid() not in step_pids and len(step_pids) == 10  # 5 steps per batch, a process each
     for domain in ("code", "text"):
         curated = pl.read_parquet(artifact_home / "tables" / "curated" / "2026-11-22" / f"{domain}.parquet")
         assert curated.height == 3 and set(curated["domain"]) == {domain}
