@@ -112,8 +112,9 @@ def quality_scored(schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame, qua
     kept = semantic_deduped.filter(KEPT)
     embedder, vectors = stored_vectors(schoolhouse, kept)
     if head.embedding != embedder.identity:
-        raise ValueError(f"quality classifier {head.version} learned from {head.embedding} embeddings, and "
-                         f"curation.embedding_model is now {embedder.identity}: materialize quality_classifier again")  # fmt: skip
+        raise ValueError(f"quality classifier {head.version} learned from {head.embedding} embeddings and "
+                         f"curation.embedding_model gives {embedder.identity}: materialize quality_classifier "
+                         "again")  # fmt: skip
     ids, matrix = row_vectors(vectors)
     domain = dict(zip(kept["id"], kept["domain"], strict=True))
     predicted = head.predict(features(matrix, [domain[i] for i in ids])) if ids else np.zeros(0)
