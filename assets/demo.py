@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nschoolhouse demo finished in {minutes:.1f} min "
         f"(runs {', '.join(r.run_id[:8] for r in results)}).\n"
         f"  student model : {home / 'student' / 'model'}\n"
+        f"  quality scores: {home / 'quality'} (classifier versions, score chart)\n"
         f"  exam report   : {home / 'tables' / 'exam_report.parquet'}\n"
         f"  release folder: {home / 'release'}\n"
         f"  all artifacts : {home}\n"
