@@ -76,7 +76,7 @@ def generations(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     log_path = schoolhouse.path("logs", f"vllm-{date}-{domain}.log")
     plan = prompts.to_dicts()
     # A batch whose answers are all journaled needs no teacher: a managed server is not started.
-    needs_teacher = bool(missing_ids(plan, journal))
+    needs_teacher = bool(missing_ids([row["id"] for row in plan], journal))
     teacher = serving(cfg.teacher, log_path=log_path, on_line=_vllm_line_logger(context))
     with teacher if needs_teacher else contextlib.nullcontext() as client:
         rows, stats = generate(plan, client, journal, str(context.partition_key), cfg.generation.max_tokens,

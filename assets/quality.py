@@ -22,7 +22,8 @@ from pipeline.curation.quality_classifier import (
     fingerprint,
     train,
 )
-from pipeline.curation.quality_labels import LABELED, JudgePrompt, judge, label_requests, missing_keys, sample_rows
+from pipeline.curation.quality_labels import LABELED, JudgePrompt, judge, label_requests, sample_rows
+from pipeline.generation.journal import missing_ids
 from pipeline.generation.prompts import batch_seed
 from pipeline.rows import KEPT
 from pipeline.teacher.serving import serving
@@ -48,7 +49,7 @@ def quality_labels(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     requests = label_requests(sample, prompts, cfg.teacher.model, cfg.curation.quality_judge_words,
                               cfg.generation.seed, cfg.curation.quality_guided)  # fmt: skip
     journal = schoolhouse.path("journals", date, f"{domain}.quality.jsonl")
-    needs_teacher = bool(missing_keys(requests, journal))
+    needs_teacher = bool(missing_ids(requests, journal))
     teacher = serving(cfg.teacher, log_path=schoolhouse.path("logs", f"vllm-{date}-{domain}-judge.log"))
     with teacher if needs_teacher else contextlib.nullcontext() as client:
         labels, stats = judge(requests, prompts, client, journal, cfg.teacher.model)

@@ -135,7 +135,7 @@ def test_a_fully_journaled_batch_needs_no_teacher(tmp_path):
     ))  # fmt: skip
     from pipeline.generation.journal import missing_ids
 
-    assert missing_ids(planned, journal) == []
+    assert missing_ids([row["id"] for row in planned], journal) == []
     rows, stats = generate(planned, None, journal, "b", max_tokens=8, teacher_model=MODEL)
     assert rows["text"].to_list() == ["answer 0", "answer 1", "answer 2"] and stats.requested == 0
     with pytest.raises(ValueError, match="not in .*j.jsonl and no teacher"):

@@ -141,16 +141,11 @@ class LabelStats:
     seconds: float = 0.0
 
 
-def missing_keys(requests: dict, journal: Path) -> list[str]:
-    done = answers.read_journal(journal)
-    return [key for key in requests if key not in done]
-
-
 def judge(requests: dict[str, tuple[dict, ChatRequest]], prompts: dict[str, JudgePrompt], client: TeacherClient | None,
           journal: Path, judge_model: str) -> tuple[pl.DataFrame, LabelStats]:  # fmt: skip
     """One label per sampled row, asking the teacher only for those the journal lacks."""
     stats = LabelStats(sampled=len(requests))
-    todo = missing_keys(requests, journal)
+    todo = answers.missing_ids(requests, journal)
     stats.resumed = len(requests) - len(todo)
     if todo:
         if client is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
@@ -24,10 +25,10 @@ def read_journal(path: Path) -> dict[str, dict]:
     return done
 
 
-def missing_ids(plan: list[dict], journal: Path) -> list[str]:
+def missing_ids(ids: Iterable[str], journal: Path) -> list[str]:
     """The planned ids the journal does not have yet (none: the teacher is not needed)."""
     done = read_journal(journal)
-    return [row["id"] for row in plan if row["id"] not in done]
+    return [key for key in ids if key not in done]
 
 
 def append(journal: IO[str], record: dict) -> None:
