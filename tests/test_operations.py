@@ -158,16 +158,21 @@ class Browser:
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
     def open(self, url: str, until: tuple[str, ...], timeout_s: float = 90) -> str:
-        """Navigate, then wait until the page's text shows every string in `until`."""
+        """Navigate, then wait until the page's text shows every string in `until`. Dagster's lists are
+        virtualized (only the rows in view are in the page), so each look also scrolls every scrollable
+        part of the page one screen down, and the text is what every look has seen."""
         self.call("Page.navigate", url=url)
         deadline = time.monotonic() + timeout_s
-        text = ""
+        seen = ""
         while time.monotonic() < deadline:
             text = self.evaluate("document.body ? document.body.innerText : ''") or ""
-            if all(part in text for part in until):
+            seen += "\n" + text
+            if all(part in seen for part in until):
                 break
+            self.evaluate("for (const e of document.querySelectorAll('*')) "
+                          "if (e.scrollHeight > e.clientHeight + 1) e.scrollTop += e.clientHeight")  # fmt: skip
             time.sleep(0.5)
-        return text
+        return seen
 
     def screenshot(self, path: Path) -> None:
         import base64
