@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,18 +53,6 @@ def corpus(per_kind: int, seed: int = 0) -> pl.DataFrame:
                          "text": [t for _, _, t in rows], "status": ["kept"] * len(rows)})  # fmt: skip
 
 
-def held_out(model, x: np.ndarray, y: np.ndarray, seed: int) -> dict:
-    from scipy.stats import spearmanr
-    from sklearn.metrics import f1_score
-    from sklearn.model_selection import KFold, cross_val_predict
-
-    folds = KFold(n_splits=5, shuffle=True, random_state=seed)
-    predicted = np.clip(cross_val_predict(model, x, y, cv=folds), 0, 5)
-    rho = spearmanr(y, predicted).statistic if len(set(y)) > 1 and np.ptp(predicted) > 0 else float("nan")
-    f1 = f1_score(y >= 3, predicted >= 3, zero_division=0)
-    return {"mae": float(np.abs(predicted - y).mean()), "f1@3": float(f1), "spearman": float(rho)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher-url", default="")
@@ -75,10 +62,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from sklearn.ensemble import RandomForestRegressor
-    from sklearn.model_selection import KFold, cross_val_predict
 
     from pipeline.curation.embeddings import Embedder, EmbeddingStore, row_vectors
-    from pipeline.curation.quality_classifier import features, ridge, train
+    from pipeline.curation.quality_classifier import features, held_out_figures, held_out_predictions, ridge, train
     from pipeline.curation.quality_labels import LABELED, JudgePrompt, judge, label_requests
     from pipeline.settings import resolve
     from pipeline.teacher.serving import serving
@@ -120,11 +106,10 @@ def main() -> None:
             forest = RandomForestRegressor(n_estimators=200, random_state=0)
             for name, model in (("mean of the training folds", DummyRegressor()), ("ridge head (ours)", ridge()),
                                 ("random forest (phi-1)", forest)):  # fmt: skip
-                figures = held_out(model, x, y, seed=0)
-                print(f"  {name:28s} MAE {figures['mae']:.3f}  F1@3 {figures['f1@3']:.3f}  "
-                      f"Spearman {figures['spearman']:.3f}")  # fmt: skip
-            folds = KFold(n_splits=5, shuffle=True, random_state=0)
-            by_kind = labeled.with_columns(predicted=np.clip(cross_val_predict(ridge(), x, y, cv=folds), 0, 5))
+                figures = held_out_figures(x, y, 3.0, 5, seed=0, model=model)
+                print(f"  {name:28s} MAE {figures.mae:.3f}  F1@3 {figures.f1:.3f}  "
+                      f"Spearman {figures.spearman:.3f}")  # fmt: skip
+            by_kind = labeled.with_columns(predicted=held_out_predictions(x, y, 5, seed=0))
             print(by_kind.group_by("kind").agg(judge=pl.col("score").mean(), classifier=pl.col("predicted").mean())
                   .sort("kind"))  # fmt: skip
         else:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 DATE = "2026-11-20"
 SMALL = {
-    "generation": {"samples_per_domain": 8},
+    "generation": {"samples_per_domain": 8, "max_tokens": 600},  # the longest text answers cut: time
     "training": {"max_steps": 20, "seq_len": 64},  # dedup by meaning leaves ~100 code tokens of 8 rows
     "exam": {"mmlu_limit": 24, "humaneval_limit": 3, "max_new_tokens": 96},
 }

@@ -3,6 +3,7 @@
 import json
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -87,8 +88,8 @@ def test_refused_and_cut_answers_become_rejected_rows(teacher_url, tmp_path):
 
 
 @pytest.mark.integration
-def test_killing_the_server_mid_run_then_resuming_gives_every_row_once(embedded_teacher_dir, tmp_path):
-    """A managed server dies mid-batch; a new one finishes it from the journal."""
+def test_killing_the_server_mid_run_then_resuming_gives_every_row_once(embedded_teacher_dir, teacher_url, tmp_path):
+    """A managed server dies mid-batch; another server (the session's) finishes it from the journal."""
     settings = resolve("demo", {"teacher": {"concurrency": 2, "max_retries": 1,
                                             "connect_timeout_s": 5}}).teacher  # fmt: skip
     planned = plan("text", 10)
@@ -114,8 +115,10 @@ def test_killing_the_server_mid_run_then_resuming_gives_every_row_once(embedded_
     finished_before = read_journal(journal)
     assert 3 <= len(finished_before) < 10
 
-    with serving(settings, log_path=tmp_path / "second.log") as client:
-        rows, stats = generate(planned, client, journal, "b", max_tokens=96, teacher_model=MODEL)
+    with pytest.raises(OSError):  # the killed server is gone, not left answering
+        urllib.request.urlopen(f"{client.urls[0]}/models", timeout=5)
+    other = TeacherClient([teacher_url], MODEL, concurrency=2, max_retries=1)
+    rows, stats = generate(planned, other, journal, "b", max_tokens=96, teacher_model=MODEL)
     assert stats.resumed == len(finished_before)
     assert stats.requested == 10 - len(finished_before)
     assert rows.height == 10 and rows["id"].n_unique() == 10

@@ -88,7 +88,7 @@ def test_a_days_batches_run_at_once_on_the_multiprocess_executor(teacher_url, ar
     shutil.copy(Path(__file__).parent.parent / "dagster.yaml", dagster_home / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     overrides = {"profile": "demo", "teacher": {"mode": "url", "urls": [teacher_url]},
-                 "generation": {"samples_per_domain": 3}}  # fmt: skip
+                 "generation": {"samples_per_domain": 3, "max_tokens": 256}}  # fmt: skip
     results = run_batches(instance, overrides, "2026-11-22")
     assert [r.success for r in results] == [True, True]
     records = [instance.get_run_record_by_id(r.run_id) for r in results]

@@ -79,15 +79,22 @@ def ridge():
     return RidgeCV(alphas=ALPHAS)
 
 
-def held_out_figures(x: np.ndarray, y: np.ndarray, threshold: float, max_score: int, seed: int) -> HeldOut:
-    from scipy.stats import spearmanr
-    from sklearn.dummy import DummyRegressor
-    from sklearn.metrics import confusion_matrix, f1_score, mean_absolute_error
+def held_out_predictions(x: np.ndarray, y: np.ndarray, max_score: int, seed: int, model=None) -> np.ndarray:
+    """Each label predicted by a `model` (default: our ridge head) fitted on the other folds."""
     from sklearn.model_selection import KFold, cross_val_predict
 
     folds = KFold(n_splits=min(FOLDS, len(y)), shuffle=True, random_state=seed)
-    predicted = np.clip(cross_val_predict(ridge(), x, y, cv=folds), 0, max_score)
-    baseline = cross_val_predict(DummyRegressor(strategy="mean"), x, y, cv=folds)
+    return np.clip(cross_val_predict(model if model is not None else ridge(), x, y, cv=folds), 0, max_score)
+
+
+def held_out_figures(x: np.ndarray, y: np.ndarray, threshold: float, max_score: int, seed: int,
+                     model=None) -> HeldOut:  # fmt: skip
+    from scipy.stats import spearmanr
+    from sklearn.dummy import DummyRegressor
+    from sklearn.metrics import confusion_matrix, f1_score, mean_absolute_error
+
+    predicted = held_out_predictions(x, y, max_score, seed, model)
+    baseline = held_out_predictions(x, y, max_score, seed, DummyRegressor(strategy="mean"))
     scale = list(range(max_score + 1))
     confusion = confusion_matrix(np.rint(y).astype(int), np.rint(predicted).astype(int), labels=scale)
     rho = spearmanr(y, predicted).statistic if len(set(y)) > 1 and len(set(predicted)) > 1 else 0.0
