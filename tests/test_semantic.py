@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.curation.decontamination import exam_indexes
 from pipeline.curation.embeddings import MINILM, Embedder, EmbeddingStore, passages, row_vectors
-from pipeline.curation.semantic import SemanticExamIndex, semantic_decontaminate
+from pipeline.curation.semantic import BARE_ANSWER_SIMILARITY, SemanticExamIndex, semantic_decontaminate
 from pipeline.settings import CurationSettings
 from tests.test_curation import PROSE, rows
 
@@ -55,7 +55,7 @@ def test_each_row_is_embedded_once(embedder, tmp_path):
 
 def test_reworded_exam_questions_are_caught_by_meaning_and_missed_by_ngrams(embedder, semantic_index, tmp_path):
     """Hand-reworded MMLU items: the n-gram checks catch none; the semantic check at the default
-    threshold catches those that keep the answer's words, naming the right item (9 of 20 when
+    threshold catches those that keep the answer's words, naming the right item (8 of 20 when
     tuned), and lets clean text on the same subjects through (1 of 12 flagged when tuned)."""
     heavy, clean = PLANTED["heavy"], PLANTED["near_miss"]
     frame = rows(*[("text", case["text"]) for case in heavy + clean])
@@ -70,7 +70,7 @@ def test_reworded_exam_questions_are_caught_by_meaning_and_missed_by_ngrams(embe
     caught = out.head(len(heavy))
     named = [c["contamination"] for c in caught.iter_rows(named=True)]
     right = sum(case["item"] in (found or "") for case, found in zip(heavy, named, strict=True))
-    assert right >= 8, named
+    assert right >= 7, named
     assert (caught["reason"] == "decontamination:semantic").sum() >= right
     assert out.tail(len(clean))["reason"].null_count() >= len(clean) - 1
 
@@ -96,3 +96,24 @@ def test_rows_that_say_the_same_thing_are_deduplicated_by_meaning(embedder, tmp_
     by_id = {r["id"]: r for r in out.iter_rows(named=True)}
     assert by_id["new000"]["reason"] == "dedup:semantic" and "old000" in by_id["new000"]["checks"]
     assert by_id["old000"]["reason"] is None and by_id["new001"]["reason"] is None
+
+
+def test_a_bare_number_for_an_answer_needs_a_closer_passage():
+    """A passage containing an item's answer matches it; when the answer is only a number (in much
+    unrelated text by chance) the passage must also be at least BARE_ANSWER_SIMILARITY close."""
+    axes = np.eye(4, dtype=np.float32)
+    index = SemanticExamIndex(ids=["visa", "cpi"], vectors=axes[:2], answers=[" 16 ", " inflation "])
+
+    def toward(item: int, similarity: float) -> np.ndarray:  # a unit vector at that cosine to the item
+        return similarity * axes[item] + np.sqrt(1 - similarity**2) * axes[3]
+
+    texts = {"number-far": "The table has 16 rows.", "number-close": "A card number has 16 digits.",
+             "word-far": "Prices rise with inflation."}  # fmt: skip
+    vectors = pl.DataFrame({"id": list(texts), "passage": [0, 0, 0],
+                            "vector": [toward(0, 0.65), toward(0, BARE_ANSWER_SIMILARITY + 0.05), toward(1, 0.65)]},
+                           schema_overrides={"vector": pl.Array(pl.Float32, 4)})  # fmt: skip
+    nearest = index.nearest(vectors, texts, 64)
+    found = {r["id"]: (r["exam_item"], round(r["similarity"], 2)) for r in nearest.iter_rows(named=True)}
+    assert found["number-far"][1] == 0.0  # 0.65 close, containing "16": not enough for a bare number
+    assert found["number-close"] == ("visa", round(BARE_ANSWER_SIMILARITY + 0.05, 2))
+    assert found["word-far"] == ("cpi", 0.65)  # a word answer at the same 0.65 matches
