@@ -9,6 +9,7 @@ import polars as pl
 
 from assets.metadata import bar_chart, table
 from assets.resources import GPU_STEP_TAGS, Schoolhouse
+from pipeline import atomic
 from pipeline.exam.models import load_model
 from pipeline.exam.perplexity import heldout_perplexity
 from pipeline.exam.scores import forgetting, overall_delta, summarize
@@ -77,7 +78,7 @@ def _forgetting_report(schoolhouse: Schoolhouse, student: pl.DataFrame) -> dict:
     for name, folder in reference_models(schoolhouse).items():
         reference = pl.concat(multiple_choice(load_model(folder, cfg.dtype, cfg.recheck_margin), cfg))
         report = forgetting(student, reference, cfg.forgetting_threshold, cfg.forgetting_min_items, seed=cfg.seed)
-        report.write_parquet(schoolhouse.path("exam", f"forgetting-vs-{name}.parquet"))
+        atomic.write_parquet(report, schoolhouse.path("exam", f"forgetting-vs-{name}.parquet"), "a forgetting report")
         for benchmark, value in summarize(reference).items():
             if benchmark.endswith("_acc"):
                 metadata[f"{name}_{benchmark}"] = dg.MetadataValue.float(value)

@@ -13,6 +13,7 @@ from assets.metadata import interval_chart, table
 from assets.partitions import ARMS, ARMS_TO_EXPERIMENT, EXPERIMENT_TO_ARMS, EXPERIMENTS
 from assets.resources import GPU_STEP_TAGS, Schoolhouse
 from assets.training import run_trainer, student_tokenizer_dir
+from pipeline import atomic
 from pipeline.experiments.data import build_experiment_data, heldout_dir
 from pipeline.experiments.declaration import experiments, split_arm_key
 from pipeline.experiments.evaluate import SCHEMA, evaluate
@@ -121,10 +122,10 @@ def experiment_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhous
     settings = schoolhouse.settings
     report = compare(results, experiment, vocab, settings.experiments.resamples, settings.exam.seed)
     folder = experiment_dir(experiment.name)
-    report.write_parquet(folder / "report.parquet")
+    atomic.write_parquet(report, folder / "report.parquet", f"the report of {experiment.name}")
     lines = summary_lines(report, experiment)
-    (folder / "report.md").write_text(f"# {experiment.name}\n\n{experiment.description}\n\n"
-                                      + "\n".join(f"- {line}" for line in lines) + "\n")  # fmt: skip
+    markdown = f"# {experiment.name}\n\n{experiment.description}\n\n" + "".join(f"- {line}\n" for line in lines)
+    atomic.write_text(folder / "report.md", markdown, f"the report of {experiment.name}")
     shown = report.select("arm", "metric", "items", "value", "low", "high", "delta_vs_reference",
                           "low_vs_reference", "high_vs_reference", "verdict_vs_reference",
                           "delta_vs_start", "verdict_vs_start").with_columns(cs.float().round(4))  # fmt: skip

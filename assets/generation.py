@@ -19,7 +19,9 @@ from pipeline.rows import KEPT
 from pipeline.teacher.serving import serving
 
 
-@dg.asset(group_name="generation", kinds={"polars"})
+# Every batch run materializes `topics`: the pool (limit 1, dagster.yaml) lets one run at a time
+# write it, so two batches that start together neither race nor grow the tree twice.
+@dg.asset(group_name="generation", kinds={"polars"}, pool="shared_tables")
 def topics(schoolhouse: Schoolhouse) -> dg.Output[pl.DataFrame]:
     """The seed lists prompts are drawn from: text topics by field (built-in plus the optional
     `generation.topics_file`), and Python concepts."""

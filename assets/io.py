@@ -5,12 +5,12 @@ cases we need fit in a page, so this is our own small IO manager.
 """
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+from pipeline import atomic
 from pipeline.paths import artifact_home
 
 
@@ -33,15 +33,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         partition = context.asset_partition_key if context.has_asset_partitions else None
         if isinstance(obj, pl.DataFrame):
             path = self._path(context.asset_key, partition, "tables", ".parquet")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".parquet.tmp")
-            obj.write_parquet(tmp)
-            os.replace(tmp, path)  # readers never see a half-written table
+            # whole or absent, and two runs writing the same table at once cannot collide
+            atomic.write_parquet(obj, path, f"the table of {context.asset_key.to_user_string()}")
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
         elif isinstance(obj, Path):
             path = self._path(context.asset_key, partition, "pointers", ".json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"path": str(obj.resolve())}))
+            atomic.write_text(path, json.dumps({"path": str(obj.resolve())}),
+                              f"the pointer of {context.asset_key.to_user_string()}")  # fmt: skip
             context.add_output_metadata({"path": dg.MetadataValue.path(str(obj.resolve()))})
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot store {type(obj).__name__}")

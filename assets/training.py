@@ -10,6 +10,7 @@ import polars as pl
 
 from assets.metadata import line_chart
 from assets.resources import GPU_STEP_TAGS, Schoolhouse
+from pipeline import atomic
 from pipeline.teacher.weights import embedded_teacher
 from pipeline.training.mix import build_training_mix
 from trainers.config import TrainConfig
@@ -47,7 +48,7 @@ def run_trainer(context: dg.AssetExecutionContext, client: dg.PipesSubprocessCli
     for stale in ("metrics.jsonl", "summary.json"):
         (out_dir / stale).unlink(missing_ok=True)
     config_path = out_dir / "run.json"
-    config_path.write_text(run.model_dump_json(indent=2))
+    atomic.write_text(config_path, run.model_dump_json(indent=2), "the training run's config")
     command = [sys.executable, "-m", "trainers.launch", "--config", str(config_path),
                "--num-gpus", str(num_gpus), "--hostfile", hostfile]  # fmt: skip
     result = client.run(command=command, context=context).get_materialize_result()

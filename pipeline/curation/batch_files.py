@@ -10,6 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline import atomic
+
 
 @dataclass
 class StampedBatchFiles:
@@ -28,6 +30,5 @@ class StampedBatchFiles:
 
     def save(self, batch: str, frame: pl.DataFrame) -> None:
         path = self.path(batch)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(path)
-        path.with_suffix(".json").write_text(json.dumps(self.stamp))
+        atomic.write_parquet(frame, path, f"batch {batch}'s stored rows")
+        atomic.write_text(path.with_suffix(".json"), json.dumps(self.stamp), f"batch {batch}'s stamp")

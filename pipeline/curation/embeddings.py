@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline import atomic
 from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.progress import Progress
 
@@ -144,6 +146,12 @@ def cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "schoolhouse"
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def cached_vectors(embedder: Embedder, texts: list[str], name: str, what: str) -> np.ndarray:
     """Vectors of a fixed list of texts (the exam items), computed once per model and list."""
     key = hashlib.sha256(json.dumps([embedder.identity, texts]).encode()).hexdigest()[:16]
@@ -151,8 +159,6 @@ def cached_vectors(embedder: Embedder, texts: list[str], name: str, what: str) -
     if file.exists():
         return np.load(file)
     vectors = embedder(texts, what)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_suffix(".partial.npy")
-    np.save(partial, vectors)
-    partial.replace(file)  # whole or absent, even when two runs compute it at once
+    # whole or absent, even when two runs compute it at once
+    atomic.write_file(file, lambda tmp: tmp.write_bytes(_npy_bytes(vectors)), f"vectors of {name}")
     return vectors

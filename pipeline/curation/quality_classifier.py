@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from pipeline import atomic
 
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))
 MIN_LABELS = 8  # fewer cannot be split into held-out folds worth reporting
@@ -148,15 +148,13 @@ class HeadStore:
         """A new version folder, whole or absent (written aside, then renamed)."""
         number = len(self.versions()) + 1
         head.version, head.trained_at = f"v{number:04d}", datetime.now(UTC).isoformat(timespec="seconds")
-        target = self.folder / head.version
-        partial = self.folder / f".{head.version}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        (partial / "head.json").write_text(head.to_json())
-        labels.write_parquet(partial / "labels.parquet")
-        confusion_png(partial / "confusion.png")
-        os.replace(partial, target)
-        return target
+
+        def fill(folder: Path) -> None:
+            (folder / "head.json").write_text(head.to_json())
+            labels.write_parquet(folder / "labels.parquet")
+            confusion_png(folder / "confusion.png")
+
+        return atomic.write_folder(self.folder / head.version, fill, f"quality classifier {head.version}")
 
 
 def confusion_plot(held: HeldOut, title: str):

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 from huggingface_hub import ModelCard
 
+from pipeline import atomic
 from pipeline.release.cards import dataset_card
 from pipeline.rows import KEPT
 
@@ -17,25 +18,27 @@ def build_model_folder(model_dir: Path, card: ModelCard, out: Path) -> Path:
     """Config, safetensors, tokenizer, generation_config and README.md in one folder."""
     from transformers import AutoConfig, GenerationConfig
 
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(model_dir, out)
-    if not (out / "generation_config.json").exists():
-        GenerationConfig.from_model_config(AutoConfig.from_pretrained(out)).save_pretrained(out)
-    card.save(out / "README.md")
-    return out
+
+    def fill(folder: Path) -> None:
+        shutil.copytree(model_dir, folder, dirs_exist_ok=True)
+        if not (folder / "generation_config.json").exists():
+            GenerationConfig.from_model_config(AutoConfig.from_pretrained(folder)).save_pretrained(folder)
+        card.save(folder / "README.md")
+
+    return atomic.write_folder(out, fill, "the model folder")
 
 
 def build_dataset_folder(rows: pl.DataFrame, out: Path, teacher: str, license: str, rows_per_shard: int = 50_000,
                          sandbox: str = "isolated") -> Path:  # fmt: skip
     """The kept rows as `data/train-0000i-of-0000n.parquet` shards with a dataset card."""
     kept = rows.filter(KEPT).drop("status", "reason", "contamination")
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "data").mkdir(parents=True)
     shards = max(1, -(-kept.height // rows_per_shard))
-    for i in range(shards):
-        part = kept.slice(i * rows_per_shard, rows_per_shard)
-        part.write_parquet(out / "data" / f"train-{i:05d}-of-{shards:05d}.parquet")
-    dataset_card(rows, teacher, license, sandbox).save(out / "README.md")
-    return out
+
+    def fill(folder: Path) -> None:
+        (folder / "data").mkdir()
+        for i in range(shards):
+            part = kept.slice(i * rows_per_shard, rows_per_shard)
+            part.write_parquet(folder / "data" / f"train-{i:05d}-of-{shards:05d}.parquet")
+        dataset_card(rows, teacher, license, sandbox).save(folder / "README.md")
+
+    return atomic.write_folder(out, fill, "the dataset folder")

@@ -12,6 +12,8 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from pipeline import atomic
+
 log = logging.getLogger("schoolhouse.release")
 
 
@@ -49,11 +51,4 @@ def publish(folder: Path, repo_id: str, repo_type: str, token: str | None, local
 
 def copy_folder(folder: Path, target: Path) -> Path:
     """Replace `target` with a copy of `folder`; a reader never sees a half-written release."""
-    tmp = target.with_name(target.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(folder, tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+    return atomic.write_folder(target, lambda tmp: shutil.copytree(folder, tmp, dirs_exist_ok=True), "the release")

@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from pipeline import atomic
 from pipeline.paths import artifact_home
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,12 @@ def prepare_embedded_teacher(target: Path) -> Path:
     model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
 
-    tmp = target.with_name(target.name + ".partial")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / _DONE_MARKER).write_text(json.dumps({"source": str(gguf.name)}))
-    if target.exists():
-        import shutil
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (folder / _DONE_MARKER).write_text(json.dumps({"source": str(gguf.name)}))
 
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+    return atomic.write_folder(target, fill, "the embedded teacher's weights")
 
 
 def embedded_teacher() -> Path:
