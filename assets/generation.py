@@ -12,34 +12,39 @@ from assets.metadata import preview, table
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
 from pipeline.generation import prompts as prompt_plan
+from pipeline.generation import topic_tree
 from pipeline.generation.generate import generate
 from pipeline.generation.journal import missing_ids
-from pipeline.generation.seeds import code_concepts, read_topics_file, text_topics
+from pipeline.generation.spaces import space_for
 from pipeline.rows import KEPT
 from pipeline.teacher.serving import serving
 
 
 # Every batch run materializes `topics`: the pool (limit 1, dagster.yaml) lets one run at a time
 # write it, so two batches that start together neither race nor grow the tree twice.
-@dg.asset(group_name="generation", kinds={"polars"}, pool="shared_tables")
-def topics(schoolhouse: Schoolhouse) -> dg.Output[pl.DataFrame]:
-    """The seed lists prompts are drawn from: text topics by field (built-in plus the optional
-    `generation.topics_file`), and Python concepts."""
-    rows = [{"domain": "text", "field": f, "topic": t} for f, ts in text_topics().items() for t in ts]
-    topics_file = schoolhouse.settings.generation.topics_file
-    if topics_file:
-        rows += [{"domain": "text", "field": f, "topic": t}
-                 for f, t in read_topics_file(topics_file)]  # fmt: skip
-    rows += [{"domain": "code", "field": "python", "topic": c} for c in code_concepts()]
-    frame = pl.DataFrame(rows).unique(maintain_order=True)
-    text = frame.filter(pl.col("domain") == "text")
+@dg.asset(group_name="generation", kinds={"polars", "vllm"}, pool="shared_tables")
+def topics(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse) -> dg.Output[pl.DataFrame]:
+    """The topic tree and the personas prompts are drawn from: the shipped topics (plus
+    `generation.topics_file`), the seed corpus' categories, Python concepts and personas, grown
+    by the teacher up to `generation.topic_leaves` leaves and `generation.teacher_personas`."""
+    cfg = schoolhouse.settings
+    log_path = schoolhouse.path("logs", "vllm-topic-tree.log")
+    tree, report = topic_tree.build(cfg, schoolhouse.folder("journals", "tree"), log_path,
+                                    _vllm_line_logger(context))  # fmt: skip
+    text_leaves = topic_tree.leaves(tree, "text")
     return dg.Output(
-        frame,
+        tree,
         metadata={
-            "text_topics": text.height,
-            "fields": text["field"].n_unique(),
-            "code_concepts": frame.height - text.height,
-            "from_topics_file": topics_file or "-",
+            "text_leaves": text_leaves.height,
+            "code_leaves": topic_tree.leaves(tree, "code").height,
+            "fields": text_leaves["field"].n_unique(),
+            "depth": int(tree["depth"].max() or 0),
+            "personas": tree.filter(pl.col("kind") == "persona").height,
+            "by_source": table(tree.group_by("kind", "source").len().sort("kind", "source")),
+            "teacher_topics_added": report.topics.added,
+            "teacher_personas_added": report.personas.added,
+            "refused": dg.MetadataValue.json({"topics": report.topics.refused, "personas": report.personas.refused}),
+            "from_topics_file": cfg.generation.topics_file or "-",
         },
     )
 
@@ -47,22 +52,32 @@ def topics(schoolhouse: Schoolhouse) -> dg.Output[pl.DataFrame]:
 @dg.asset(group_name="generation", kinds={"polars"}, partitions_def=BATCHES)
 def prompts(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             topics: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
-    """The seeded, reproducible plan of teacher requests for one batch."""
+    """The batch's plan of teacher requests: combinations no other batch of its domain drew
+    (the plan ledger under `plans/`), reproducible for the batch key."""
     cfg = schoolhouse.settings
     g = cfg.generation
     _, domain = batch_parts(context.partition_key)
-    pool = [(r["field"], r["topic"]) for r in topics.filter(pl.col("domain") == "text").iter_rows(named=True)]
+    space = space_for(domain, g, topics)
     sampling = {"temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens}
     seed = prompt_plan.batch_seed(g.seed, context.partition_key)
-    plan = prompt_plan.plan_prompts(domain, g.samples_per_domain, seed, sampling, cfg.teacher.model, pool)
-    frame = pl.DataFrame(plan)
+    ledger = prompt_plan.PlanLedger(schoolhouse.folder("plans"), domain)
+    plan = prompt_plan.plan_batch(space, g.samples_per_domain, seed, sampling, cfg.teacher.model, ledger,
+                                  str(context.partition_key), g.allow_repeats)  # fmt: skip
+    frame = pl.DataFrame(plan.rows)
+    context.log.info(f"{space.name}: {frame.height} prompts, {plan.left_before:,} of {plan.possible:,} unused before")
     return dg.Output(
         frame,
         metadata={
             "prompts": frame.height,
+            "distinct_prompts": frame["prompt"].n_unique(),
+            "repeated_prompts": plan.repeats,
+            "space": space.name,
+            "possible_prompts": plan.possible,
+            "unused_before": plan.left_before,
             "distinct_topics": frame["topic"].n_unique(),
+            "distinct_seeds": frame["seed_id"].n_unique(),
             "by_audience_and_style": table(frame.group_by("audience", "style").len().sort("len", descending=True)),
-            "preview": preview(frame, ["id", "topic", "audience", "style"]),
+            "preview": preview(frame, ["id", "topic", "audience", "style", "seed_id"]),
         },
     )
 

@@ -58,7 +58,8 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
                     f"{key.to_user_string()}: no batch has been materialized yet (looked under "
                     f"{artifact_home() / 'tables' / key.to_user_string()})"
                 )
-            return pl.concat([pl.read_parquet(p) for p in present], how="vertical")
+            # diagonal: a batch written before a column was added has nulls there
+            return pl.concat([pl.read_parquet(p) for p in present], how="diagonal_relaxed")
         table = self._path(key, None, "tables", ".parquet")
         if table.exists():
             return pl.read_parquet(table)

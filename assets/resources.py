@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import BaseModel, Field, PrivateAttr, create_model
 
 from pipeline import settings as s
-from pipeline.paths import artifact_path
+from pipeline.paths import artifact_home, artifact_path
 
 if TYPE_CHECKING:
     from pipeline.release.publish import Published
@@ -83,6 +83,12 @@ class Schoolhouse(dg.ConfigurableResource):
 
     def path(self, *parts: str) -> Path:
         return artifact_path(*parts)
+
+    def folder(self, *parts: str) -> Path:
+        """A folder under the artifact home, made if absent."""
+        folder = artifact_home().joinpath(*parts)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
 
 class HubPublisher(dg.ConfigurableResource):

@@ -20,7 +20,10 @@ GENERATED = {
     "completion_tokens": pl.Int64,
     "finish_reason": pl.String,
     "created_at": pl.Datetime("us", "UTC"),
+    "seed_id": pl.String,  # lineage: the seed passage or function the prompt carried (null: none)
+    "seed_source": pl.String,  # the corpus it came from (generation.text_seeds / code_seeds)
 }
+LINEAGE = ("seed_id", "seed_source")  # may be absent from rows made before they existed: null then
 CURATED = {
     "status": pl.String,  # kept | rejected
     "reason": pl.String,  # "<stage>:<rule>" for rejected rows, null for kept ones
@@ -38,6 +41,7 @@ REJECTED = pl.col("status") == REJECTED_STATUS
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
     """Columns in contract order and types; raises naming any missing column."""
+    frame = frame.with_columns(pl.lit(None, pl.String).alias(c) for c in LINEAGE if c not in frame.columns)
     missing = [name for name in SCHEMA if name not in frame.columns]
     if missing:
         raise ValueError(f"rows are missing contract columns: {', '.join(missing)}")

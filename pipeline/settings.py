@@ -68,8 +68,49 @@ class TeacherSettings(_Settings):
     concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once.")
 
 
+class TextPlan(str, Enum):
+    seeded = "seeded"  # seed passage x format x persona
+    topics = "topics"  # topic-tree leaf x audience x style
+
+
+class CodePlan(str, Enum):
+    seeded = "seeded"  # standard-library (or your corpus') function x application x difficulty
+    concepts = "concepts"  # concept x application x difficulty
+
+
 class GenerationSettings(_Settings):
     samples_per_domain: int = Field(20, ge=1, description="Prompts planned per batch (date x domain).")
+    text_plan: TextPlan = Field(
+        TextPlan.seeded, description="seeded: a lesson grounded on one seed passage, in one of five formats, for "
+        "one persona; topics: a topic-tree leaf for an audience in a style.",
+    )
+    code_plan: CodePlan = Field(
+        CodePlan.seeded, description="seeded: an exercise inspired by one seed function (OSS-Instruct); concepts: "
+        "an exercise on a concept. Both in an application setting and a difficulty.",
+    )
+    text_seeds: str = Field(
+        "wiki-vital", description="Seed passages of text prompts: 'wiki-vital' (the 10,033 Wikipedia vital-article "
+        "summaries, offline), 'python-stdlib', or anything `datasets` opens: a hub name, a folder, a Parquet/JSONL "
+        "file.",
+    )
+    text_seed_field: str = Field("text", description="The column of text_seeds that holds the passage.")
+    code_seeds: str = Field(
+        "python-stdlib", description="Seed code of code prompts: 'python-stdlib' (the documented functions of the "
+        "interpreter's standard library) or anything `datasets` opens.",
+    )
+    code_seed_field: str = Field("text", description="The column of code_seeds that holds the code.")
+    seed_split: str = Field("train", description="Split of a `datasets` seed source.")
+    seed_limit: int = Field(0, ge=0, description="Seed rows used per source, the first by seed id (0 = all).")
+    seed_words: int = Field(250, ge=10, description="A text seed passage is cut to this many words in the prompt.")
+    allow_repeats: bool = Field(
+        False, description="When a plan's space is spent, ask again for prompts earlier batches asked (counted as "
+        "repeated_prompts) instead of failing.",
+    )
+    topic_leaves: int = Field(
+        0, ge=0, description="The teacher grows the topic tree until it has this many text leaves (0 = the shipped "
+        "tree).",
+    )
+    teacher_personas: int = Field(0, ge=0, description="Personas the teacher adds from seed passages (PersonaHub).")
     max_tokens: int = Field(1024, ge=16, le=32768, description="Completion token limit.")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)

@@ -16,7 +16,7 @@ import yaml
 DATA = Path(__file__).parent / "data"
 
 
-def _lines(path: Path) -> list[str]:
+def data_lines(path: Path) -> list[str]:
     """Non-empty lines with '#' comments removed."""
     lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line]
@@ -30,7 +30,7 @@ def text_topics() -> dict[str, tuple[str, ...]]:
 
 @cache
 def code_concepts() -> tuple[str, ...]:
-    return tuple(_lines(DATA / "code_concepts.txt"))
+    return tuple(data_lines(DATA / "code_concepts.txt"))
 
 
 @dataclass(frozen=True)

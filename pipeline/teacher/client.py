@@ -39,6 +39,7 @@ class ChatRequest:
     seed: int
     answer_prefix: str = ""  # the start of the answer, which the teacher continues
     answer_regex: str = ""  # the answer must match this (vLLM structured outputs)
+    answer_schema: dict | None = None  # the answer is JSON of this schema (vLLM structured outputs)
 
 
 class TeacherClient:
@@ -81,6 +82,8 @@ class TeacherClient:
             extra = {"continue_final_message": True, "add_generation_prompt": False}
         if request.answer_regex:
             extra["structured_outputs"] = {"regex": request.answer_regex}
+        if request.answer_schema:
+            extra["structured_outputs"] = {"json": request.answer_schema}
         try:
             response = await client.chat.completions.create(
                 model=self.model,
