@@ -16,6 +16,7 @@ from pipeline.curation.dedup import SignatureStore, exact_dedup, near_dedup, nor
 from pipeline.curation.embeddings import Embedder, EmbeddingStore, row_vectors
 from pipeline.curation.minhash import MinHashParams
 from pipeline.curation.semantic import SemanticExamIndex, semantic_decontaminate, semantic_dedup
+from pipeline.generation.diversity import embedding_diversity
 from pipeline.rows import KEPT, SCHEMA, counts_by_reason
 from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
 
@@ -98,12 +99,18 @@ def semantic_deduped(schoolhouse: Schoolhouse, deduped: pl.DataFrame, embeddings
     """Kept rows that say what an earlier kept row says, by meaning, rejected naming it
     (`curation.semantic_dedup`; after exact and MinHash dedup, earlier batches win)."""
     cfg = schoolhouse.settings.curation
-    frame = deduped
+    frame, spread = deduped, {}
     if cfg.semantic_dedup > 0:
         _, vectors = stored_vectors(schoolhouse, deduped.filter(KEPT))
         ids, matrix = row_vectors(vectors)
         frame = semantic_dedup(deduped, ids, matrix, cfg.semantic_dedup)
-    return dg.Output(frame, metadata={**row_metadata(frame, "dedup:semantic"), "threshold": cfg.semantic_dedup})
+        kept = set(frame.filter(KEPT)["id"])
+        # how spread out the kept corpus is by meaning, on a seeded sample (charted over runs)
+        spread = embedding_diversity(matrix[[i in kept for i in ids]], sample=1000, seed=0, resamples=200)
+    return dg.Output(frame, metadata={
+        **row_metadata(frame, "dedup:semantic"), "threshold": cfg.semantic_dedup,
+        **{f"kept_{k}": dg.MetadataValue.float(float(v)) for k, v in spread.items() if k != "n"},
+    })  # fmt: skip
 
 
 @dg.asset(group_name="curation", kinds={"polars"})

@@ -13,6 +13,7 @@ from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
 from pipeline.generation import prompts as prompt_plan
 from pipeline.generation import topic_tree
+from pipeline.generation.diversity import diversity_report, prompt_repeats
 from pipeline.generation.generate import generate
 from pipeline.generation.journal import missing_ids
 from pipeline.generation.spaces import space_for
@@ -65,12 +66,16 @@ def prompts(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
                                   str(context.partition_key), g.allow_repeats)  # fmt: skip
     frame = pl.DataFrame(plan.rows)
     context.log.info(f"{space.name}: {frame.height} prompts, {plan.left_before:,} of {plan.possible:,} unused before")
+    repeats = prompt_repeats(frame["prompt"])
+    coverage = {k: dg.MetadataValue.float(v) if isinstance(v, float) else v for k, v in ledger.coverage(space).items()}
     return dg.Output(
         frame,
         metadata={
             "prompts": frame.height,
-            "distinct_prompts": frame["prompt"].n_unique(),
+            "distinct_prompts": repeats["distinct_prompts"],
+            "repeated_share": dg.MetadataValue.float(repeats["repeated_share"]),
             "repeated_prompts": plan.repeats,
+            **coverage,
             "space": space.name,
             "possible_prompts": plan.possible,
             "unused_before": plan.left_before,
@@ -98,7 +103,8 @@ def generations(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     with teacher if needs_teacher else contextlib.nullcontext() as client:
         rows, stats = generate(plan, client, journal, str(context.partition_key), cfg.generation.max_tokens,
                                cfg.teacher.model)  # fmt: skip
-    kept = rows.filter(KEPT).height
+    kept_texts = rows.filter(KEPT)["text"]
+    kept = kept_texts.len()
     context.log.info(f"{rows.height} rows, {kept} kept, rejections: {json.dumps(stats.by_reason)}")
     return dg.Output(
         rows,
@@ -112,6 +118,9 @@ def generations(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             "completion_tokens": stats.completion_tokens,
             "completion_tokens_per_s": dg.MetadataValue.float(round(stats.completion_tokens_per_s, 1)),
             "rejected_by_reason": dg.MetadataValue.json(stats.by_reason),
+            # how much the kept answers repeat each other, charted over runs
+            **{f"kept_{k}": dg.MetadataValue.float(float(v)) for k, v in diversity_report(kept_texts).items()
+               if k != "rows"},
             "preview": preview(rows, ["id", "status", "reason", "completion_tokens", "text"]),
         },
     )
@@ -125,3 +134,4 @@ def _vllm_line_logger(context: dg.AssetExecutionContext):
             context.log.info(f"vllm: {line}")
 
     return on_line
+

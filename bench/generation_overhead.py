@@ -21,8 +21,8 @@ from pathlib import Path
 
 import openai
 
+from pipeline.generation import prompts, spaces, topic_tree
 from pipeline.generation.generate import generate
-from pipeline.generation.prompts import plan_prompts
 from pipeline.settings import resolve
 from pipeline.teacher.client import TeacherClient
 from pipeline.teacher.serving import serving
@@ -71,10 +71,11 @@ def main() -> None:
             url = stack.enter_context(serving(resolve("demo").teacher)).urls[0]
         sampling = {"temperature": 0.8, "top_p": 0.95, "max_tokens": args.max_tokens}
         print(f"server {url}, model {args.model}, {args.max_tokens} new tokens per request\n")
+        topic_space = spaces.text_topics(topic_tree.text_leaves(topic_tree.shipped_tree()))
         print(f"{'concurrency':>11} {'requests':>8} {'bare tok/s':>11} {'pipeline tok/s':>15} {'ratio':>6}")
         for level in [int(x) for x in args.levels.split(",")]:
             n = max(8, 2 * level)
-            plan = plan_prompts("text", n, 1000 + level, sampling, args.model)
+            plan = prompts.plan_batch(topic_space, n, 1000 + level, sampling, args.model, None, "bench").rows
             # One untimed pass first: vLLM caches prompt prefixes, and the first pass over a plan
             # would otherwise be slower for whichever side runs it.
             asyncio.run(bare_loop(url, args.model, plan, level, args.max_tokens))

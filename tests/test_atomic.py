@@ -33,8 +33,9 @@ def test_two_processes_writing_one_table_never_collide(tmp_path):
             atomic.write_parquet(frame, sys.argv[-2])
             assert pl.read_parquet(sys.argv[-2]).height == 5000  # whole, whoever wrote it last
         """
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(writer), str(target), name], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in "ab"]  # fmt: skip
+    command = [sys.executable, "-c", textwrap.dedent(writer), str(target)]
+    procs = [subprocess.Popen([*command, name], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name in "ab"]  # fmt: skip
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert pl.read_parquet(target)["writer"].unique().to_list() in (["a"], ["b"])

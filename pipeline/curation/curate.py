@@ -94,10 +94,11 @@ def curate(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
 
 
 def yield_table(frame: pl.DataFrame) -> pl.DataFrame:
-    """Kept tokens / teacher tokens, and the kept rows' mean quality score, by template, audience,
-    style and topic: where the teacher's tokens turn into useful training data, and where not."""
+    """Kept tokens / teacher tokens, and the kept rows' mean quality score, by template (format),
+    audience (persona), style, seed source and topic: where the teacher's tokens turn into useful
+    training data, and where not."""
     parts = []
-    for dimension in ("template", "audience", "style", "topic"):
+    for dimension in ("template", "audience", "style", "seed_source", "topic"):
         parts.append(
             frame.group_by(dimension)
             .agg(

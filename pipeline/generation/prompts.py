@@ -182,6 +182,17 @@ class PlanLedger:
         in_space = frame.filter(pl.col("space") == space).height
         return np.sort(frame["hash"].to_numpy().astype(np.uint64)), in_space
 
+    def coverage(self, space: Space) -> dict[str, float | int]:
+        """Over every batch so far: distinct prompts drawn from `space`, their share of it, and the
+        share of its first axis (the seeds, leaves or concepts) that some prompt used."""
+        frames = [pl.read_parquet(p, columns=["key", "space"]) for p in sorted(self.folder.glob("*.parquet"))]
+        drawn = pl.concat(frames) if frames else pl.DataFrame(schema={"key": pl.String, "space": pl.String})
+        keys = drawn.filter(pl.col("space") == space.name)["key"].unique()
+        first = space.axes[0]
+        used = keys.str.extract(f"^{first.name}=([^|]*)").n_unique() if keys.len() else 0
+        return {"corpus_prompts": keys.len(), "corpus_prompt_coverage": keys.len() / max(space.size, 1),
+                f"corpus_{first.name}_coverage": used / max(len(first.values), 1)}  # fmt: skip
+
     def save(self, batch: str, space: str, keys: list[str]) -> None:
         frame = pl.DataFrame({"key": keys, "hash": key_hashes(keys), "space": [space] * len(keys)})
         atomic.write_parquet(frame, self.path(batch), f"the plan of batch {batch}")

