@@ -79,7 +79,9 @@ def original_plan(domain: str, budget: int, seed: int) -> list[dict]:
 
 
 def new_plan(space: prompts.Space, budget: int, seed: int) -> list[dict]:
-    return prompts.plan_batch(space, budget, seed, {"temperature": 0.8, "top_p": 0.95}, MODEL, None, "bench").rows
+    # the same budget for every plan: a space smaller than the budget (a small tree) repeats, counted
+    return prompts.plan_batch(space, budget, seed, {"temperature": 0.8, "top_p": 0.95}, MODEL, None, "bench",
+                              allow_repeats=True).rows  # fmt: skip
 
 
 def tree_space(client: TeacherClient, leaves: int, journal: Path, gate: topic_tree.Gatekeeper) -> prompts.Space:

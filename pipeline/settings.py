@@ -64,8 +64,12 @@ class TeacherSettings(_Settings):
     startup_timeout_s: float = Field(900.0, gt=0, description="managed mode: wait for /health.")
     connect_timeout_s: float = Field(60.0, gt=0, description="Give up on an unreachable server.")
     request_timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
-    max_retries: int = Field(4, ge=0, description="Retries on connection errors and 5xx.")
+    max_retries: int = Field(4, ge=0, description="Retries on connection errors, 429 and 5xx.")
     concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="The environment variable holding the teacher's API key; empty or unset means "
+        "no key, as a local vLLM without --api-key needs.",
+    )
 
 
 class TextPlan(str, Enum):

@@ -71,6 +71,30 @@ def test_torn_journal_line_is_ignored(tmp_path):
     assert list(read_journal(journal)) == ["a"]
 
 
+def test_a_damaged_journal_line_fails_naming_file_and_line(tmp_path):
+    journal = tmp_path / "j.jsonl"
+    good = json.dumps({"id": "a", "text": "x"}) + "\n"
+    journal.write_text(good + '{"id": "b", "te\n' + json.dumps({"id": "c", "text": "z"}) + "\n")
+    with pytest.raises(ValueError, match=r"j\.jsonl:2: not a journal line"):
+        read_journal(journal)
+    journal.write_text(good + "[1, 2]\n" + good)  # JSON, but not an answer
+    with pytest.raises(ValueError, match=r"j\.jsonl:2: not a journal line \(a JSON object with an \"id\"\)"):
+        read_journal(journal)
+
+
+def test_answers_appended_after_a_torn_line_start_a_line_of_their_own(tmp_path):
+    from pipeline.generation.journal import append, appending
+
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(json.dumps({"id": "a", "text": "é"}) + "\n" + '{"id": "b", "text": "\u00e9')
+    with journal.open("ab") as raw:
+        raw.write("é".encode()[:1])  # torn inside a UTF-8 character
+    assert list(read_journal(journal)) == ["a"]
+    with appending(journal) as out:  # the re-run: the fragment goes, the answer gets its own line
+        append(out, {"id": "b", "text": "y"})
+    assert list(read_journal(journal)) == ["a", "b"] and len(journal.read_text().splitlines()) == 2
+
+
 @pytest.mark.integration
 def test_concurrency_is_bounded_as_configured(teacher_url, tmp_path):
     client = TeacherClient([teacher_url], MODEL, concurrency=3)

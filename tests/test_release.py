@@ -75,7 +75,8 @@ def test_model_and_dataset_folders_load_offline(tiny_model, tmp_path, monkeypatc
     ids = AutoTokenizer.from_pretrained(folder)("Hello", return_tensors="pt").input_ids
     assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
 
-    rows = rows.with_columns(quality_score=pl.Series([1.5, 4.0, 3.5, 2.0, None]))
+    rows = rows.with_columns(quality_score=pl.Series([1.5, 4.0, 3.5, 2.0, None]),
+                             seed_source=pl.Series(["python-stdlib", "wiki-vital", None, "wiki-vital", None]))
     data = folders.build_dataset_folder(
         rows, tmp_path / "data", "SmolLM2-135M-Instruct", "apache-2.0", rows_per_shard=2
     )
@@ -87,6 +88,8 @@ def test_model_and_dataset_folders_load_offline(tiny_model, tmp_path, monkeypatc
     # r0 (code) 1.5, r2 (code) 3.5 kept; r1 (text) 4.0, r3 (text) 2.0 kept; r4 rejected
     assert "| code | 2 | 2.50 |" in card.text and "| text | 2 | 3.00 |" in card.text
     assert "share >= 3" in card.text and "rejected for low educational value: 0.0%" in card.text
+    assert "`wiki-vital` (2 rows)" in card.text and "CC BY-SA" in card.text  # seed text credited
+    assert "`python-stdlib` (1 rows)" in card.text
 
 
 class FakeHub(BaseHTTPRequestHandler):

@@ -84,11 +84,12 @@ def chat_request(row: dict, max_tokens: int) -> ChatRequest:
 async def collect(client: TeacherClient, requests: list[ChatRequest], journal: Path,
                   what: str = "generation") -> tuple[int, int]:  # fmt: skip
     """Journal every answer as it finishes; (answers, completion tokens). The teacher as judge
-    (pipeline.curation.quality_labels) collects its answers the same way."""
+    (pipeline.curation.quality_labels) collects its answers the same way. A teacher that refuses
+    or does not answer (`TeacherRefused`, `TeacherUnreachable`) raises out of the stream before
+    anything is written for it: the journal holds answers only, and a re-run asks again."""
     progress = Progress(what, len(requests), log)
     tokens = 0
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    with journal.open("a", encoding="utf-8") as out:
+    with answers.appending(journal) as out:
         async for completion in client.stream(requests):
             answers.append(out, journal_record(completion))
             tokens += completion.completion_tokens

