@@ -11,12 +11,13 @@ the same number of requests:
   difficulty), never repeated;
 - `tree` (text): the slice's topic grown by the teacher into subtopics, x audience x style;
   `concepts` (code): the slice's concepts x application x difficulty, never repeated.
-Every answer goes through the pipeline's own curation (rules, code in the sandbox), then each
-arm is measured: duplicates of an earlier row (exact; near: word 5-gram Jaccard >= 0.8; by
-meaning: cosine >= 0.92 of all-MiniLM-L6-v2 vectors), compression ratio (gzip), embedding
-diversity (mean pairwise cosine distance with a bootstrap interval, Vendi score), and rows kept
-per 1,000 requests after curation and dedup (Wilson 95% interval). Answers are journaled under
---out, so a second run re-measures without asking the teacher again.
+Each arm is measured twice: among the teacher's answers (those not cut or refused) and among the
+rows the pipeline's own curation keeps (rules, code run in the sandbox): duplicates of an earlier
+row (exact; near: word 5-gram Jaccard >= 0.8; by meaning: cosine >= 0.92 of all-MiniLM-L6-v2
+vectors), compression ratio (gzip); then the kept rows' embedding diversity (mean pairwise cosine
+distance with a bootstrap interval, Vendi score) and the kept rows that are no duplicate, per
+1,000 requests (Wilson 95% interval). Answers are journaled under --out, so a second run
+re-measures without starting the teacher. docs/generation.md has the figures.
 """
 
 from __future__ import annotations
