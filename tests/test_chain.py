@@ -141,7 +141,7 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     gen_event = next(e for e in again.get_asset_materialization_events()
                      if e.asset_key.to_user_string() == "generations")  # fmt: skip
     metadata = gen_event.materialization.metadata
-    assert metadata["requested"].value == 0 and metadata["resumed_from_journal"].value == 8
+    assert metadata["requested"].value == 0 and metadata["resumed_from_journal"].value == 16
     assert table(artifact_home, "generations")["text"].to_list() == generations["text"].to_list()
 
 

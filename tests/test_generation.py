@@ -231,3 +231,32 @@ def test_requests_are_shared_round_robin_over_several_teacher_urls(teacher_url, 
     assert rows.height == 6 and stats.requested == 6
     assert (first.chat_requests, second.chat_requests) == (3, 3)
     assert first.health_checks >= 1 and second.health_checks >= 1  # each URL is checked before use
+
+
+@pytest.mark.integration
+def test_two_runs_of_one_batch_at_once_ask_each_prompt_once(teacher_url, tmp_path):
+    """A retry beside its original, a UI launch beside a schedule: the second waits for the journal."""
+    import subprocess
+    import sys
+    import textwrap
+
+    worker = textwrap.dedent(f"""
+        import json, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).resolve().parents[1])!r})
+        from tests.test_generation import MODEL, plan
+        from pipeline.generation.generate import generate
+        from pipeline.teacher.client import TeacherClient
+        rows, stats = generate(plan("text", 6), TeacherClient([{teacher_url!r}], MODEL, concurrency=3),
+                               Path({str(tmp_path / "j.jsonl")!r}), "b", max_tokens=24, teacher_model=MODEL)
+        print(json.dumps({{"texts": sorted(rows["text"]), "requested": stats.requested}}))
+        """)  # fmt: skip
+    procs = [subprocess.Popen([sys.executable, "-c", worker], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    first, second = (json.loads(out.splitlines()[-1]) for out, _ in outs)
+    assert first["texts"] == second["texts"]  # the same rows, whichever ran first
+    assert sorted([first["requested"], second["requested"]]) == [0, 6]  # one asked, the other waited
+    ids = [json.loads(line)["id"] for line in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 6  # no answer journaled twice

@@ -86,7 +86,17 @@ async def collect(client: TeacherClient, requests: list[ChatRequest], journal: P
     """Journal every answer as it finishes; (answers, completion tokens). The teacher as judge
     (pipeline.curation.quality_labels) collects its answers the same way. A teacher that refuses
     or does not answer (`TeacherRefused`, `TeacherUnreachable`) raises out of the stream before
-    anything is written for it: the journal holds answers only, and a re-run asks again."""
+    anything is written for it: the journal holds answers only, and a re-run asks again.
+
+    One run at a time writes a journal: a second run of the same batch waits for the first, then
+    asks only what the journal still lacks, so no answer is asked for (or journaled) twice."""
+    with answers.exclusive(journal, log):
+        done = answers.read_journal(journal)
+        requests = [request for request in requests if request.key not in done]
+        return await _collect(client, requests, journal, what)
+
+
+async def _collect(client: TeacherClient, requests: list[ChatRequest], journal: Path, what: str) -> tuple[int, int]:
     progress = Progress(what, len(requests), log)
     tokens = 0
     with answers.appending(journal) as out:
