@@ -17,7 +17,7 @@ from pipeline import atomic
 from pipeline.experiments.data import build_experiment_data, heldout_dir
 from pipeline.experiments.declaration import experiments, split_arm_key
 from pipeline.experiments.evaluate import SCHEMA, evaluate
-from pipeline.experiments.report import START, compare, summary_lines
+from pipeline.experiments.report import START, compare, data_use, data_use_lines, summary_lines
 from pipeline.experiments.runs import arm_config, experiment_dir, start_config, start_model, trains_a_start
 from trainers.data import read_meta
 
@@ -114,7 +114,9 @@ def experiment_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhous
                       experiment_arm: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Every arm (and the start) on every metric with its 95% interval, and each arm's
     difference from the reference arm and from the start, paired on the same items; a verdict
-    only where the interval excludes zero. A table, a plot and one number per arm and metric."""
+    only where the interval excludes zero, and none for a metric on too few held-out documents or
+    exam items. A table, a plot, one number per arm and metric, and the data each arm trained on
+    (unique tokens, passes over them)."""
     experiment = experiments()[context.partition_key]
     results = pl.concat([experiment_start.cast(RESULTS_SCHEMA), experiment_arm.cast(RESULTS_SCHEMA)])
     results = results.filter(pl.col("arm").is_in([START, *experiment.arms]))
@@ -124,11 +126,18 @@ def experiment_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhous
     folder = experiment_dir(experiment.name)
     atomic.write_parquet(report, folder / "report.parquet", f"the report of {experiment.name}")
     lines = summary_lines(report, experiment)
+    use = data_use({arm: folder / "arms" / arm for arm in experiment.arms})
     markdown = f"# {experiment.name}\n\n{experiment.description}\n\n" + "".join(f"- {line}\n" for line in lines)
+    if use.height:
+        markdown += "\n## Data each arm trained on\n\n" + "".join(f"- {line}\n" for line in data_use_lines(use))
     atomic.write_text(folder / "report.md", markdown, f"the report of {experiment.name}")
-    shown = report.select("arm", "metric", "items", "value", "low", "high", "delta_vs_reference",
+    shown = report.select("arm", "metric", "items", "units", "unit", "value", "low", "high", "delta_vs_reference",
                           "low_vs_reference", "high_vs_reference", "verdict_vs_reference",
                           "delta_vs_start", "verdict_vs_start").with_columns(cs.float().round(4))  # fmt: skip
+    # a metric without an interval says why in its panel's title, instead of a bar without an error bar
+    refused = pl.col("low").is_null()
+    charted = report.with_columns(pl.when(refused).then(pl.format("{} (too few {}: {})", "metric", "unit", "units"))
+                                  .otherwise(pl.col("metric")).alias("metric"))  # fmt: skip
     numbers = {f"{row['arm']}/{row['metric']}": dg.MetadataValue.float(row["value"])
                for row in report.iter_rows(named=True)}  # fmt: skip
     return dg.Output(
@@ -137,7 +146,8 @@ def experiment_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhous
             "reference_arm": experiment.reference_arm,
             "what_it_shows": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines)),
             "report": table(shown),
-            "plot": interval_chart(report, f"{experiment.name}: arms with 95% intervals", folder / "report.png"),
+            "data_use": table(use.with_columns(pl.col("passes").round(2))),
+            "plot": interval_chart(charted, f"{experiment.name}: arms with 95% intervals", folder / "report.png"),
             **numbers,
         },
     )

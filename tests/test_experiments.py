@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipeline.experiments.declaration import experiments, read_experiment
-from pipeline.experiments.report import START, compare
+from pipeline.experiments.report import MIN_UNITS, START, compare, data_use, data_use_lines, summary_lines
 from pipeline.rows import REJECTED_STATUS
 from tests.test_curation import PROSE, rows
 
@@ -92,6 +92,82 @@ def test_the_share_of_progress_lost_is_measured_against_the_start():
         compare(frame.filter(pl.col("arm") != "cpt"), experiment, vocab_size=1000)
 
 
+def test_a_metric_on_one_heldout_document_gets_no_interval_and_no_verdict():
+    # the report: raw clearly lower on held-out code, but all its windows come from one document
+    frame = results({("curated", "heldout_loss_code"): [2.4 + 0.01 * i for i in range(8)],
+                     ("raw", "heldout_loss_code"): [2.0 + 0.01 * i for i in range(8)],
+                     ("curated", "mmlu"): [1.0, 0.0] * 5, ("raw", "mmlu"): [0.0, 1.0] * 5}, per_cluster=8)  # fmt: skip
+    frame = frame.with_columns(cluster=pl.when(pl.col("metric") == "mmlu").then(pl.col("item")).otherwise("cluster"))
+    experiment = read_experiment_from({"reference": "raw", "arms": {"curated": {}, "raw": {}}})
+    report = compare(frame, experiment, vocab_size=1000)
+    rows = {(r["arm"], r["metric"]): r for r in report.iter_rows(named=True)}
+    code = rows[("curated", "heldout_loss_code")]
+    assert (code["items"], code["units"], code["unit"]) == (8, 1, "documents")  # 8 windows of one document
+    assert code["value"] == pytest.approx(2.435)
+    assert code["low"] is None and code["high"] is None and rows[("raw", "heldout_loss_code")]["low"] is None
+    assert code["delta_vs_reference"] is None and code["low_vs_reference"] is None
+    assert code["verdict_vs_reference"] == "too few held-out documents (1)"
+    mmlu = rows[("curated", "mmlu")]
+    assert (mmlu["units"], mmlu["unit"], mmlu["verdict_vs_reference"]) == (10, "items", "too few exam items (10)")
+    lines = summary_lines(report, experiment)
+    assert not any(" is worse than " in line or " is better than " in line for line in lines)
+    assert f"heldout_loss_code: too few held-out documents (1), a 95% interval needs at least {MIN_UNITS}: " \
+           "no interval, no verdict" in lines  # fmt: skip
+    assert any(line.startswith("mmlu: too few exam items (10)") for line in lines)
+
+
+def test_a_metric_on_enough_documents_still_gets_its_interval_and_verdict():
+    rng = np.random.default_rng(1)
+    documents = MIN_UNITS + 5
+    curated = list(2.4 + rng.normal(0, 0.05, documents * 4))  # 4 windows per document
+    raw = list(np.array(curated) - 0.35 + rng.normal(0, 0.1, documents * 4))
+    frame = results({("curated", "heldout_loss_code"): curated, ("raw", "heldout_loss_code"): raw}, per_cluster=4)
+    experiment = read_experiment_from({"reference": "raw", "arms": {"curated": {}, "raw": {}}})
+    report = compare(frame, experiment, vocab_size=1000)
+    code = report.filter(pl.col("arm") == "curated").row(0, named=True)
+    assert (code["items"], code["units"], code["unit"]) == (documents * 4, documents, "documents")
+    assert code["low"] < code["value"] < code["high"]
+    delta = np.mean(curated) - np.mean(raw)
+    assert code["delta_vs_reference"] == pytest.approx(delta)
+    assert 0 < code["low_vs_reference"] < delta < code["high_vs_reference"] and code["verdict_vs_reference"] == "worse"
+    [line] = summary_lines(report, experiment)
+    assert line.startswith(f"curated is worse than raw on heldout_loss_code: {delta:+.3f} [")
+
+
+def test_the_progress_lost_on_too_few_old_documents_is_not_judged():
+    frame = results({(START, "heldout_loss_replay"): [3.0] * 6, ("ft", "heldout_loss_replay"): [4.0] * 6,
+                     ("cpt", "heldout_loss_replay"): [3.1] * 6}, per_cluster=2)  # fmt: skip
+    experiment = read_experiment_from({"old": "replay", "reference": "ft", "arms": {"ft": {}, "cpt": {}}})
+    report = compare(frame, experiment, vocab_size=1000)
+    lost = {r["arm"]: r for r in report.filter(pl.col("metric") == "progress_lost_replay").iter_rows(named=True)}
+    assert lost["ft"]["value"] == pytest.approx(1 / (math.log(1000) - 3.0)) and lost["ft"]["low"] is None
+    assert lost["ft"]["verdict_vs_start"] == lost["cpt"]["verdict_vs_reference"] == "too few held-out documents (3)"
+    assert lost["cpt"]["delta_vs_reference"] is None and lost["ft"]["verdict_vs_reference"] is None
+
+
+def test_data_use_counts_each_arms_unique_tokens_and_passes_over_them(tmp_path):
+    for kind, shards in (("curated", {"train-code": 1000, "train-text": 3000}),
+                         ("raw", {"train-code": 2000, "train-text": 6000})):  # fmt: skip
+        (tmp_path / "data" / kind).mkdir(parents=True)
+        meta = {"shards": {name: {"path": f"{name}.bin", "tokens": n, "documents": 10} for name, n in shards.items()}}
+        (tmp_path / "data" / kind / "meta.json").write_text(json.dumps(meta))
+    for arm, kind in (("curated", "curated"), ("raw", "raw")):
+        folder = tmp_path / "arms" / arm
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"data_dir": str(tmp_path / "data" / kind), "seq_len": 32}))
+        (folder / "summary.json").write_text(json.dumps({"steps": 25, "mixture_sequences": {"code": 50, "text": 150}}))
+    (tmp_path / "arms" / "untrained").mkdir()
+    use = data_use({arm: tmp_path / "arms" / arm for arm in ("curated", "raw", "untrained")})
+    rows = {r["arm"]: r for r in use.iter_rows(named=True)}
+    assert set(rows) == {"curated", "raw"}  # an arm without a run's files is left out
+    # 200 sequences x 32 tokens = 6,400 tokens trained by both arms, on 4,000 and 8,000 unique
+    assert (rows["curated"]["trained_tokens"], rows["curated"]["unique_tokens"]) == (6400, 4000)
+    assert rows["curated"]["passes"] == pytest.approx(1.6) and rows["raw"]["passes"] == pytest.approx(0.8)
+    assert rows["curated"]["passes_by_source"] == "code 1.60, text 1.60" and rows["raw"]["rows"] == "raw"
+    said = "raw (raw rows): 6,400 tokens trained on 8,000 unique, 0.80 passes over its data (code 0.80, text 0.80)"
+    assert data_use_lines(use)[1] == said
+
+
 def read_experiment_from(values: dict, name: str = "made") -> object:
     from pipeline.experiments.declaration import Experiment
 
@@ -143,11 +219,19 @@ def test_an_experiment_trains_its_start_and_arms_and_reports_from_their_runs(art
     report = pl.read_parquet(experiment / "report.parquet")
     measured = report.filter(pl.col("arm") != START, ~pl.col("metric").str.starts_with("progress"))
     for row in measured.iter_rows(named=True):
-        mine = arms.filter((pl.col("arm") == row["arm"]) & (pl.col("metric") == row["metric"]))["value"]
-        assert row["value"] == pytest.approx(mine.mean()) and row["items"] == mine.len()
-        assert row["low"] <= row["value"] <= row["high"]
+        mine = arms.filter((pl.col("arm") == row["arm"]) & (pl.col("metric") == row["metric"]))
+        assert row["value"] == pytest.approx(mine["value"].mean()) and row["items"] == mine.height
+        assert row["units"] == mine["cluster"].n_unique()  # held-out documents or exam items, not windows
+        if row["units"] >= MIN_UNITS:
+            assert row["low"] <= row["value"] <= row["high"]
+        else:  # this tiny run's slices are too small to judge: no interval, and the verdict says why
+            assert row["low"] is None and row["verdict_vs_start"].startswith("too few")
     metrics = set(report["metric"])
     assert {"mmlu", "mmlu_continuation", "mmlu_continuation_norm", "humaneval", "heldout_loss_code",
             "heldout_loss_replay", "progress_lost_replay"} <= metrics  # fmt: skip
     assert set(report["arm"]) == {START, "finetune", "replay"}
-    assert (experiment / "report.png").stat().st_size > 1000 and "# tiny" in (experiment / "report.md").read_text()
+    markdown = (experiment / "report.md").read_text()
+    assert (experiment / "report.png").stat().st_size > 1000 and "# tiny" in markdown
+    # both arms trained 4 steps x 4 sequences x 32 tokens on the curated rows; the passes say how often
+    for arm in ("finetune", "replay"):
+        assert f"- {arm} (curated rows): 512 tokens trained on " in markdown
