@@ -35,7 +35,7 @@ def _overrides_of(model: type[BaseModel], stage: str) -> type[dg.Config]:
     return create_model(model.__name__.replace("Settings", "Overrides"), __base__=dg.Config, **fields)
 
 
-# Steps in the `gpu` pool carry these tags: on Dagster's Kubernetes executor (README, "Scaling out")
+# Steps in the `gpu` pool carry these tags: on Dagster's Kubernetes executor (docs/scaling.md, "Scaling out")
 # each such step gets a pod that asks for a GPU, so it lands on a GPU node; elsewhere they are inert.
 GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 

@@ -34,10 +34,16 @@ def test_kept_rows_become_one_shard_per_source(embedded_teacher_dir, tmp_path):
     assert PackedTokens(tmp_path, "train-code", 64, seed=0).windows > 1
 
     small = resolve("demo", {"training": {"seq_len": 1000, "model_overrides": {"max_position_embeddings": 1024},
-                                          "mixture": {"code": 0.5, "text": 0.5}}}).training  # fmt: skip
+                                          "mixture": {"code": 0.5, "text": 0.5},
+                                          "heldout_fraction": 0}}).training  # fmt: skip
     one_of_each = pl.concat([frame.filter(pl.col("domain") == domain).head(1) for domain in ("code", "text")])
-    with pytest.raises(ValueError, match=r"training.mixture.code = 0.5 but the code source has \d+ tokens"):
-        build_training_mix(one_of_each, small, str(embedded_teacher_dir), tmp_path / "small")
+    tiled = build_training_mix(one_of_each, small, str(embedded_teacher_dir), tmp_path / "small")
+    for source in ("train-code", "train-text"):  # one document each, shorter than a sequence: repeated to fill one
+        assert tiled[source]["repeated"] >= 2 and tiled[source]["tokens"] > 1000
+        assert tiled[source]["documents"] == tiled[source]["repeated"]
+    text_only = frame.filter(pl.col("domain") == "text")
+    with pytest.raises(ValueError, match=r"training.mixture.code = 0.5 but the code source has 0 tokens"):
+        build_training_mix(text_only, small, str(embedded_teacher_dir), tmp_path / "empty")
 
 
 def test_raw_rows_are_every_row_but_the_heldout_slice_and_its_copies():

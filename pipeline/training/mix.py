@@ -3,6 +3,7 @@ packed into one EOS-separated token shard per source, with a held-out slice for 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import polars as pl
@@ -11,6 +12,8 @@ from pipeline.rows import KEPT
 from pipeline.settings import TrainingSettings
 from pipeline.training.replay import heldout_split, replay_documents
 from trainers.data import pack, write_meta
+
+log = logging.getLogger("schoolhouse.training_mix")
 
 DOMAINS = ("code", "text")
 _BUCKETS = 10_000
@@ -55,6 +58,8 @@ def sources(train: pl.DataFrame, heldout: pl.DataFrame, settings: TrainingSettin
 
 
 def check_sources_fill_a_sequence(shards: dict[str, dict], settings: TrainingSettings) -> None:
+    """A source the mixture weights must hold a sequence (a thin one has been tiled by now: only an
+    empty one fails)."""
     for name, weight in settings.mixture.items():
         tokens = shards[f"train-{name}"]["tokens"]
         if weight > 0 and tokens <= settings.seq_len:
@@ -80,8 +85,18 @@ def build_training_mix(rows: pl.DataFrame, settings: TrainingSettings, tokenizer
         stale.unlink()
     if replay is None:
         replay = settings.mixture.get("replay", 0) > 0
-    shards = {name: pack(docs, tokenizer, out, name)
-              for name, docs in sources(train, heldout, settings, replay).items()}  # fmt: skip
+    documents = sources(train, heldout, settings, replay)
+    shards = {name: pack(docs, tokenizer, out, name) for name, docs in documents.items()}
+    for name, weight in settings.mixture.items():
+        shard = shards[f"train-{name}"]
+        if weight > 0 and 0 < shard["tokens"] <= settings.seq_len:
+            # Fewer tokens than one sequence (a small run whose dedup left one exercise): the mixture
+            # would repeat them anyway; tile them to fill a sequence and say so, instead of failing.
+            repeats = settings.seq_len // shard["tokens"] + 1
+            log.warning("the %s source has %d tokens, less than one sequence of %d: repeated %dx",
+                        name, shard["tokens"], settings.seq_len, repeats)  # fmt: skip
+            shards[f"train-{name}"] = {**pack(documents[f"train-{name}"] * repeats, tokenizer, out, f"train-{name}"),
+                                       "repeated": repeats}  # fmt: skip
     check_sources_fill_a_sequence(shards, settings)
     write_meta(out, tokenizer_dir, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)
     return shards
