@@ -167,7 +167,7 @@ def main() -> int:
     parser.add_argument("--out", default="/tmp/schoolhouse-bench-diversity", help="journals (resumable)")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    settings = resolve("demo", {"curation": {"workers": 1}})
+    settings = resolve("demo", {"curation": {"workers": 1}, "generation": {"code_plan": "seeded"}})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -22,7 +22,7 @@ SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 64}
 
 
 def space(domain: str = "text", **generation) -> prompts.Space:
-    g = resolve("demo", {"generation": generation}).generation
+    g = resolve("demo", {"generation": {"code_plan": "seeded", **generation}}).generation
     return spaces.space_for(domain, g, topic_tree.shipped_tree(personas=spaces.shipped_personas()))
 
 
