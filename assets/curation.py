@@ -1,5 +1,6 @@
-"""Quality filters and code tests (per batch) -> dedup -> decontamination (every batch so far),
-with blocking checks. Logic lives in pipeline.curation."""
+"""Curation, one batch at a time: quality filters and code tests -> dedup (exact, near, by
+meaning) against every earlier batch of the domain -> decontamination, with blocking checks.
+Logic lives in pipeline.curation."""
 
 import time
 from pathlib import Path
@@ -8,14 +9,16 @@ import dagster as dg
 import polars as pl
 
 from assets.metadata import bar_chart, preview, table
-from assets.partitions import BATCHES
+from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
+from pipeline import atomic
 from pipeline.curation.curate import curate, yield_table
 from pipeline.curation.decontamination import decontaminate, exam_indexes, find_contamination
-from pipeline.curation.dedup import SignatureStore, exact_dedup, near_dedup, normalized_text
+from pipeline.curation.dedup import DedupIndex, curated_texts, dedup_batch, dedup_lock, text_hash
 from pipeline.curation.embeddings import Embedder, EmbeddingStore, row_vectors
 from pipeline.curation.minhash import MinHashParams
-from pipeline.curation.semantic import SemanticExamIndex, semantic_decontaminate, semantic_dedup
+from pipeline.curation.semantic import SemanticExamIndex, semantic_decontaminate
+from pipeline.curation.semantic_dedup import SemanticIndex, semantic_dedup_batch
 from pipeline.generation.diversity import embedding_diversity
 from pipeline.rows import KEPT, SCHEMA, counts_by_reason
 from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
@@ -45,76 +48,88 @@ def curated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     return dg.Output(frame, metadata={**row_metadata(frame, "curation"), "sandbox": cfg.sandbox})
 
 
-@dg.asset(group_name="curation", kinds={"polars"})
-def deduped(schoolhouse: Schoolhouse, curated: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """Exact, then MinHash near-duplicates, across every batch so far; earlier batches win."""
+def later_batches(names: list[str]) -> dict:
+    """Metadata of a batch curated after later ones: those later batches depend on it."""
+    return {"later_batches_to_rerun": dg.MetadataValue.json(names)} if names else {}
+
+
+@dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
+def deduped(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
+            curated: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
+    """Exact, then MinHash near-duplicates of the batch against every earlier batch of its domain
+    (their keys in the dedup index, which grows by one file per batch); earlier batches win."""
     cfg = schoolhouse.settings.curation
     params = MinHashParams(bands=cfg.minhash_bands, rows=cfg.minhash_rows, shingle_words=cfg.shingle_words)
-    store = SignatureStore(schoolhouse.path("minhash"), params)
-    curated_kept = KEPT  # evaluated before dedup: what curation kept, stable per batch
-    frame, stats = near_dedup(exact_dedup(curated), store, curated_kept, cfg.verify_jaccard)
-    return dg.Output(
-        frame,
-        metadata={
-            **row_metadata(frame, "dedup"),
-            "minhash_batches_computed": stats.batches_computed,
-            "minhash_batches_from_store": stats.batches_loaded,
-            "minhash_signatures_computed": stats.signatures_computed,
-            "minhash_clusters": stats.clusters,
-        },
-    )
+    index = DedupIndex(schoolhouse.path("curation_index", "minhash"), params)
+    _, domain = batch_parts(context.partition_key)
+    with dedup_lock(index, domain):
+        frame, stats = dedup_batch(curated, index, curated_texts(schoolhouse.path("tables", "curated")),
+                                   cfg.verify_jaccard)  # fmt: skip
+    return dg.Output(frame, metadata={
+        **row_metadata(frame, "dedup"), "earlier_batches": stats.earlier_batches,
+        "earlier_rows_read": stats.earlier_rows_read, "signatures_computed": stats.signatures_computed,
+        "exact_duplicates": stats.exact, "near_duplicates": stats.near, **later_batches(stats.later_batches),
+    })  # fmt: skip
 
 
-@dg.asset(group_name="curation", kinds={"pytorch", "parquet"})
+@dg.asset(group_name="curation", kinds={"pytorch", "parquet"}, partitions_def=BATCHES)
 def embeddings(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, deduped: pl.DataFrame) -> dg.Output[Path]:
-    """Every kept row's passages embedded by meaning (`curation.embedding_model`), once: a row
-    already stored is not embedded again. Parquet per batch (id, passage, vector)."""
-    cfg = schoolhouse.settings.curation
-    folder = schoolhouse.path("embeddings", "rows")
-    store = EmbeddingStore(folder, Embedder(cfg.embedding_model), cfg.passage_words)
+    """The batch's kept rows' passages embedded by meaning (`curation.embedding_model`), once: a
+    row already stored is not embedded again. One Parquet file per batch (id, passage, vector)."""
+    store = embedding_store(schoolhouse)
     started = time.perf_counter()
     kept = deduped.filter(KEPT).select("id", "batch", "text")
     vectors, embedded = store.update(kept)
     seconds = time.perf_counter() - started
     context.log.info("embeddings: %d rows embedded now, %d from the store", embedded, kept.height - embedded)
-    return dg.Output(folder, metadata={
+    return dg.Output(store.path(context.partition_key), metadata={
         "rows": vectors["id"].n_unique(), "passages": vectors.height, "rows_embedded_now": embedded,
         "rows_per_second": dg.MetadataValue.float(embedded / seconds if embedded else 0.0),
-        "model": cfg.embedding_model, "dimensions": store.embedder.dimensions,
+        "model": store.embedder.name, "dimensions": store.embedder.dimensions,
     })  # fmt: skip
+
+
+def embedding_store(schoolhouse: Schoolhouse) -> EmbeddingStore:
+    cfg = schoolhouse.settings.curation
+    return EmbeddingStore(schoolhouse.path("embeddings", "rows"), Embedder(cfg.embedding_model), cfg.passage_words)
 
 
 def stored_vectors(schoolhouse: Schoolhouse, rows: pl.DataFrame) -> tuple[Embedder, pl.DataFrame]:
     """(the embedder, the passage vectors of `rows`) from the embeddings step's store; a row it
     does not hold yet (a judged row that dedup dropped) is embedded and stored now."""
-    cfg = schoolhouse.settings.curation
-    embedder = Embedder(cfg.embedding_model)
-    store = EmbeddingStore(schoolhouse.path("embeddings", "rows"), embedder, cfg.passage_words)
+    store = embedding_store(schoolhouse)
     vectors, _ = store.update(rows.select("id", "batch", "text"))
-    return embedder, vectors
+    return store.embedder, vectors
 
 
-@dg.asset(group_name="curation", kinds={"polars"})
-def semantic_deduped(schoolhouse: Schoolhouse, deduped: pl.DataFrame, embeddings: Path) -> dg.Output[pl.DataFrame]:
-    """Kept rows that say what an earlier kept row says, by meaning, rejected naming it
-    (`curation.semantic_dedup`; after exact and MinHash dedup, earlier batches win)."""
+@dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
+def semantic_deduped(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, deduped: pl.DataFrame,
+                     embeddings: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
+    """The batch's kept rows that say what an earlier row of the domain says, by meaning,
+    rejected naming the kept row (`curation.semantic_dedup`; the earlier rows' vectors are in an
+    approximate-nearest-neighbour index on disk; earlier batches win)."""
     cfg = schoolhouse.settings.curation
-    frame, spread = deduped, {}
+    frame, metadata = deduped, {}
     if cfg.semantic_dedup > 0:
-        _, vectors = stored_vectors(schoolhouse, deduped.filter(KEPT))
+        embedder, vectors = stored_vectors(schoolhouse, deduped.filter(KEPT))
         ids, matrix = row_vectors(vectors)
-        frame = semantic_dedup(deduped, ids, matrix, cfg.semantic_dedup)
+        _, domain = batch_parts(context.partition_key)
+        folder = schoolhouse.path("curation_index", "semantic")
+        with atomic.exclusive(folder / f"{domain}.index", context.log, f"the semantic index of {domain}"):
+            index = SemanticIndex(folder, domain, embedder.dimensions, {"model": embedder.identity})
+            frame, stats = semantic_dedup_batch(deduped, ids, matrix, index, cfg.semantic_dedup)
         kept = set(frame.filter(KEPT)["id"])
-        # how spread out the kept corpus is by meaning, on a seeded sample (charted over runs)
+        # how spread out the batch's kept rows are by meaning, on a seeded sample (charted over runs)
         spread = embedding_diversity(matrix[[i in kept for i in ids]], sample=1000, seed=0, resamples=200)
-    return dg.Output(frame, metadata={
-        **row_metadata(frame, "dedup:semantic"), "threshold": cfg.semantic_dedup,
-        **{f"kept_{k}": dg.MetadataValue.float(float(v)) for k, v in spread.items() if k != "n"},
-    })  # fmt: skip
+        metadata = {"index_rows": stats.index_size, **later_batches(stats.later_batches),
+                    **{f"kept_{k}": dg.MetadataValue.float(float(v)) for k, v in spread.items() if k != "n"}}
+    return dg.Output(frame, metadata={**row_metadata(frame, "dedup:semantic"), "threshold": cfg.semantic_dedup,
+                                      **metadata})  # fmt: skip
 
 
-@dg.asset(group_name="curation", kinds={"polars"})
-def decontaminated(schoolhouse: Schoolhouse, quality_scored: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+@dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
+def decontaminated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
+                   quality_scored: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Rows sharing an n-gram with MMLU or HumanEval (code: also after renaming identifiers), or
     with a passage close in meaning to an exam item, rejected naming the item. Metadata: the
     yield of each template, audience and style, and the closest exam items."""
@@ -129,7 +144,7 @@ def decontaminated(schoolhouse: Schoolhouse, quality_scored: pl.DataFrame) -> dg
         [f"{r['dimension']}: {r['value']}" for r in by_template.iter_rows(named=True)],
         by_template["yield"].to_list(),
         "kept tokens / teacher tokens",
-        schoolhouse.path("curation", "yield.png"),
+        schoolhouse.path("curation", "yield", *batch_parts(context.partition_key)).with_suffix(".png"),
         "yield",
     )
     kept, teacher = int(frame.filter(KEPT)["completion_tokens"].sum()), int(frame["completion_tokens"].sum())
@@ -156,7 +171,7 @@ def semantic_nearest(schoolhouse: Schoolhouse, frame: pl.DataFrame) -> pl.DataFr
     return index.nearest(vectors, dict(zip(kept["id"], kept["text"], strict=True)), words)
 
 
-@dg.asset_check(asset=decontaminated, blocking=True)
+@dg.asset_check(asset=decontaminated, blocking=True, partitions_def=BATCHES)
 def row_contract(decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
     """The columns and types are exactly the row contract."""
     ok = decontaminated.schema == SCHEMA
@@ -164,15 +179,24 @@ def row_contract(decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=ok, metadata={"mismatched_columns": dg.MetadataValue.json(wrong)})
 
 
-@dg.asset_check(asset=decontaminated, blocking=True)
-def no_exact_duplicates(decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
-    """No two kept rows have the same normalized text."""
-    kept = decontaminated.filter(KEPT)
-    duplicates = kept.height - kept.select(normalized_text().n_unique()).item() if kept.height else 0
-    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_kept_rows": duplicates})
+@dg.asset_check(asset=decontaminated, blocking=True, partitions_def=BATCHES)
+def no_exact_duplicates(context: dg.AssetCheckExecutionContext, schoolhouse: Schoolhouse,
+                        decontaminated: pl.DataFrame) -> dg.AssetCheckResult:  # fmt: skip
+    """No two kept rows of the batch have the same normalized text, and none repeats a row of an
+    earlier batch of its domain (a fresh look-up in the dedup index)."""
+    kept = decontaminated.filter(KEPT).select("id", text_hash().alias("hash"))
+    within = kept.height - kept["hash"].n_unique()
+    cfg = schoolhouse.settings.curation
+    index = DedupIndex(schoolhouse.path("curation_index", "minhash"),
+                       MinHashParams(bands=cfg.minhash_bands, rows=cfg.minhash_rows, shingle_words=cfg.shingle_words))
+    batch = str(context.partition_key)
+    earlier = [b for b in index.batches(batch_parts(batch)[1]) if b < batch]
+    repeats = index.scan(earlier).filter(pl.col("hash").is_in(kept["hash"].implode())).select(pl.len()).collect().item()
+    return dg.AssetCheckResult(passed=within == 0 and repeats == 0,
+                               metadata={"duplicate_kept_rows": within, "repeats_of_earlier_batches": repeats})
 
 
-@dg.asset_check(asset=decontaminated, blocking=True)
+@dg.asset_check(asset=decontaminated, blocking=True, partitions_def=BATCHES)
 def no_contamination(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
     """A fresh scan of the kept rows against the exam sets finds nothing."""
     cfg = schoolhouse.settings.curation
@@ -181,9 +205,9 @@ def no_contamination(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> 
     return dg.AssetCheckResult(passed=not found, metadata={"contaminated_kept_rows": len(found)})
 
 
-@dg.asset_check(asset=decontaminated, blocking=True)
+@dg.asset_check(asset=decontaminated, blocking=True, partitions_def=BATCHES)
 def enough_kept_rows(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.AssetCheckResult:
-    """At least `curation.min_kept_rows` rows survive curation."""
+    """At least `curation.min_kept_rows` rows of the batch survive curation."""
     kept = decontaminated.filter(KEPT).height
     minimum = schoolhouse.settings.curation.min_kept_rows
     return dg.AssetCheckResult(passed=kept >= minimum, metadata={"kept": kept, "minimum": minimum})

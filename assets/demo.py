@@ -6,8 +6,8 @@ default: every step in its own process). The teacher is started once, in `manage
 mode, for all three runs (on two cores vLLM takes 2-4 minutes to start), then stopped.
 
 `make experiments` (`--profile experiments --experiments`): today's batches with that profile
-(more rows), dedup and decontamination, then every declared experiment: its data and start, each
-arm, its report (the same jobs the UI launches).
+(more rows, curated in their batch runs), then every declared experiment: its data and start,
+each arm, its report (the same jobs the UI launches).
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ def _run(instance, job_name: str, overrides: dict, partition_key=None, assets=No
     return launch(instance, job_name, overrides, cfg, partition_key, assets)
 
 
-def run_batches(instance, overrides: dict, date: str) -> list:
-    """The date's batch of every domain, `orchestration.concurrent_batches` runs at once."""
+def run_batches(instance, overrides: dict, date: str, assets: list[str] | None = None) -> list:
+    """The date's batch of every domain (`assets`: only those of the batch job),
+    `orchestration.concurrent_batches` runs at once."""
     cfg = resolve(overrides["profile"], overrides).orchestration
     with run_pool(cfg.concurrent_batches) as pool:
-        runs = [launch_apart(pool, instance, "generate_batch", overrides, cfg, batch_key(date, domain))
+        runs = [launch_apart(pool, instance, "generate_batch", overrides, cfg, batch_key(date, domain), assets)
                 for domain in DOMAINS]  # fmt: skip
         return [run.result() for run in runs]
 
@@ -53,17 +54,13 @@ def run_all(instance, overrides: dict, date: str) -> list:
 
 
 def run_experiments(instance, overrides: dict, date: str | None) -> list:
-    """The date's batches (None: the batches curated so far), dedup and decontamination, then
-    each experiment: prepare, arms, report."""
+    """The date's batches (None: the batches curated so far), then each experiment: prepare,
+    arms, report."""
     from pipeline.experiments.declaration import arm_key, experiments
 
     results = run_batches(instance, overrides, date) if date else []
-    if not all(r.success for r in results):
-        return results
-    curation = ["deduped", "embeddings", "semantic_deduped", "quality_classifier", "quality_scored", "decontaminated"]
-    results.append(_run(instance, "train_and_release", overrides, assets=curation))
     for name, experiment in experiments().items():
-        if not results[-1].success:
+        if not all(r.success for r in results):
             return results
         results.append(_run(instance, "prepare_experiment", overrides, name))
         for arm in experiment.arms:

@@ -37,10 +37,13 @@ def _evaluate(schoolhouse: Schoolhouse, model_dir: str, data_root: Path, arm: st
     return results.select(pl.lit(arm).alias("arm"), *SCHEMA)
 
 
-@dg.asset(group_name="experiments", kinds={"numpy"}, partitions_def=EXPERIMENTS)
+# every batch curated so far feeds each experiment
+@dg.asset(group_name="experiments", kinds={"numpy"}, partitions_def=EXPERIMENTS,
+          ins={"decontaminated": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())})  # fmt: skip
 def experiment_data(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
                     decontaminated: pl.DataFrame) -> dg.Output[Path]:  # fmt: skip
-    """Token folders for the rows the arms train on: `curated` (the kept rows) and, when an arm
+    """Token folders for the rows the arms train on (every batch so far, read whole: an
+    experiment's corpus is small): `curated` (the kept rows) and, when an arm
     asks, `raw` (every generated row, rejected ones included); both hold the same clean held-out
     slices, so every arm is scored on the same windows."""
     experiment = experiments()[context.partition_key]

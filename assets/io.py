@@ -19,7 +19,8 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     `Path` -> `<home>/pointers/<asset>.json`, with <home> = $SCHOOLHOUSE_HOME (default ./state).
 
     An unpartitioned asset downstream of a batch-partitioned one receives the concatenation of
-    every batch materialized so far."""
+    every batch materialized so far (tables; a `pl.LazyFrame` input gets them as a lazy scan, so
+    the corpus is streamed, not loaded), or {batch: folder} (folders)."""
 
     def _path(self, key: dg.AssetKey, partition: str | None, kind: str, suffix: str) -> Path:
         name = "/".join(key.path)
@@ -44,6 +45,10 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot store {type(obj).__name__}")
 
+    @staticmethod
+    def _wants_lazy(context: dg.InputContext) -> bool:
+        return context.dagster_type is not None and context.dagster_type.typing_type is pl.LazyFrame
+
     def load_input(self, context: dg.InputContext) -> object:
         key = context.asset_key
         if context.has_asset_partitions:
@@ -53,12 +58,18 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
                 return Path(json.loads(pointer.read_text())["path"])
             paths = [self._path(key, k, "tables", ".parquet") for k in keys]
             present = [p for p in paths if p.exists()]
+            folders = {k: self._path(key, k, "pointers", ".json") for k in keys}
+            folders = {k: Path(json.loads(p.read_text())["path"]) for k, p in folders.items() if p.exists()}
+            if folders and not present:
+                return folders
             if not present:
                 raise FileNotFoundError(
                     f"{key.to_user_string()}: no batch has been materialized yet (looked under "
                     f"{artifact_home() / 'tables' / key.to_user_string()})"
                 )
             # diagonal: a batch written before a column was added has nulls there
+            if self._wants_lazy(context):  # read in streaming by the step, never whole in memory
+                return pl.concat([pl.scan_parquet(p) for p in present], how="diagonal_relaxed")
             return pl.concat([pl.read_parquet(p) for p in present], how="diagonal_relaxed")
         table = self._path(key, None, "tables", ".parquet")
         if table.exists():

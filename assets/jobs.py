@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.partitions import ARMS, BATCHES, DOMAINS, EXPERIMENTS, batch_key
+from assets.partitions import DOMAINS, batch_key
 
-BATCH_ASSETS = dg.AssetSelection.assets("topics", "prompts", "generations", "curated", "quality_labels")
+# A batch is generated, curated against every earlier batch and packed into token shards in one
+# run; `quality_classifier` (all labels so far) comes up to date inside it, before the scores.
+BATCH_ASSETS = dg.AssetSelection.groups("generation", "curation") | dg.AssetSelection.assets("token_shards")
 EXPERIMENT_ASSETS = dg.AssetSelection.groups("experiments")
 
 generate_batch = dg.define_asset_job(
     "generate_batch",
     selection=BATCH_ASSETS,
-    partitions_def=BATCHES,
-    description="Plan, generate and curate one batch (date x domain).",
+    description="Plan, generate, curate (against every earlier batch) and tokenize one batch (date x domain).",
 )
 
 train_and_release = dg.define_asset_job(
     "train_and_release",
     selection=dg.AssetSelection.all() - BATCH_ASSETS - EXPERIMENT_ASSETS,
-    description="Dedup and decontaminate every batch so far, train, examine and release.",
+    description="Train on every batch's token shards so far, examine and release.",
 )
 
 
@@ -53,21 +54,18 @@ weekly_train_and_release = dg.ScheduleDefinition(
 prepare_experiment = dg.define_asset_job(
     "prepare_experiment",
     selection=dg.AssetSelection.assets("experiment_data", "experiment_start"),
-    partitions_def=EXPERIMENTS,
     description="An experiment's token folders and its starting checkpoint (trained and examined).",
 )
 
 train_experiment_arm = dg.define_asset_job(
     "train_experiment_arm",
     selection=dg.AssetSelection.assets("experiment_arm"),
-    partitions_def=ARMS,
     description="Train and examine one arm of an experiment (a failed arm re-runs alone).",
 )
 
 report_experiment = dg.define_asset_job(
     "report_experiment",
     selection=dg.AssetSelection.assets("experiment_report"),
-    partitions_def=EXPERIMENTS,
     description="Compare an experiment's arms with 95% intervals.",
 )
 

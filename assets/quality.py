@@ -9,12 +9,14 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.curation import row_metadata, stored_vectors
+from assets.curation import embedding_store, row_metadata, stored_vectors
 from assets.metadata import bar_chart, png_file, preview, table
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
-from pipeline.curation.embeddings import row_vectors
+from pipeline.curation.batch_files import StampedBatchFiles
+from pipeline.curation.embeddings import Embedder, row_vectors
 from pipeline.curation.quality_classifier import (
+    MIN_LABELS,
     HeadStore,
     apply_scores,
     confusion_plot,
@@ -66,20 +68,24 @@ def quality_labels(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     })  # fmt: skip
 
 
-@dg.asset(group_name="curation", kinds={"scikitlearn"})
-def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, quality_labels: pl.DataFrame,
-                       embeddings: Path) -> dg.Output[Path]:  # fmt: skip
-    """A ridge regression head on the row embeddings, trained on every batch's labels so far,
+@dg.asset(group_name="curation", kinds={"scikitlearn"}, pool="shared_tables")
+def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
+                       quality_labels: pl.DataFrame) -> dg.Output[Path]:  # fmt: skip
+    """A ridge regression head on the row embeddings, trained on every batch's labels so far (each
+    batch run brings it up to date before scoring; one run at a time, pool `shared_tables`),
     with held-out MAE, F1 at `curation.quality_threshold` and a confusion matrix; a new version
     folder whenever the labels grow, the latest reused when they did not."""
     cfg = schoolhouse.settings.curation
     labeled = quality_labels.filter(pl.col("status") == LABELED)
-    embedder, vectors = stored_vectors(schoolhouse, labeled)
-    ids, matrix = row_vectors(vectors)
-    order = {row_id: k for k, row_id in enumerate(ids)}
-    x = features(matrix[[order[i] for i in labeled["id"]]], labeled["domain"].to_list())
+    embedder, matrix = labeled_vectors(schoolhouse, labeled)
+    x = features(matrix, labeled["domain"].to_list())
     y = labeled["score"].to_numpy()
     store = HeadStore(schoolhouse.path("quality", "classifier"))
+    if len(y) < MIN_LABELS:  # the first batches of a small run: their rows wait unscored
+        context.log.warning("quality classifier: %d labels so far, fewer than %d: not trained yet, rows are not "
+                            "scored (judge more rows per batch: curation.quality_sample)", len(y), MIN_LABELS)
+        store.folder.mkdir(parents=True, exist_ok=True)
+        return dg.Output(store.folder, metadata={"version": "none", "labels": len(y), "labels_needed": MIN_LABELS})
     made_of = fingerprint(labeled, embedder.identity, cfg.quality_threshold)
     head = store.latest()
     if head is None or head.fingerprint != made_of:
@@ -103,12 +109,37 @@ def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhou
     })  # fmt: skip
 
 
-@dg.asset(group_name="curation", kinds={"polars"})
-def quality_scored(schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame, quality_classifier: Path,
-                   embeddings: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
-    """Every kept row's `quality_score` (0-5) from the classifier; below `curation.min_quality`
-    (when above 0) a row is rejected, reason quality:educational_value."""
+def labeled_vectors(schoolhouse: Schoolhouse, labeled: pl.DataFrame) -> tuple[Embedder, np.ndarray]:
+    """(the embedder, each labeled row's vector in `labeled`'s order). A batch's labeled vectors are
+    kept beside the labels (`quality/labeled/<date>/<domain>.parquet`) the first time they are
+    read, so training reads the labels' vectors, never a batch's whole embeddings file again."""
+    store = embedding_store(schoolhouse)
+    cache = StampedBatchFiles(schoolhouse.path("quality", "labeled"), {"model": store.embedder.identity,
+                                                                       "passage_words": store.passage_words})
+    parts = []
+    for (batch,), rows in labeled.group_by("batch", maintain_order=True):
+        have = cache.load(batch)
+        if have is None or not set(rows["id"]) <= set(have["id"]):
+            ids, matrix = row_vectors(store.update(rows.select("id", "batch", "text"))[0])
+            have = pl.DataFrame({"id": ids, "vector": pl.Series(matrix, dtype=pl.Array(pl.Float32, matrix.shape[1]))})
+            cache.save(batch, have)
+        parts.append(have)
+    if not parts:
+        return store.embedder, np.zeros((0, store.embedder.dimensions), np.float32)
+    vectors = labeled.select("id").join(pl.concat(parts).unique("id"), on="id", how="left", maintain_order="left")
+    return store.embedder, vectors["vector"].to_numpy()
+
+
+@dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
+def quality_scored(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame,
+                   quality_classifier: Path, embeddings: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
+    """Every kept row's `quality_score` (0-5) from the classifier as it stands when the batch is
+    scored (its version is in the metadata); below `curation.min_quality` (when above 0) a row is
+    rejected, reason quality:educational_value."""
     cfg = schoolhouse.settings.curation
+    if not (quality_classifier / "head.json").is_file():
+        context.log.warning("no quality classifier yet (too few labels): the batch's rows are not scored")
+        return dg.Output(semantic_deduped, metadata={**row_metadata(semantic_deduped, "quality"), "classifier": "none"})
     head = HeadStore.load(quality_classifier)
     kept = semantic_deduped.filter(KEPT)
     embedder, vectors = stored_vectors(schoolhouse, kept)
@@ -120,8 +151,10 @@ def quality_scored(schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame, qua
     domain = dict(zip(kept["id"], kept["domain"], strict=True))
     predicted = head.predict(features(matrix, [domain[i] for i in ids])) if ids else np.zeros(0)
     frame = apply_scores(semantic_deduped, dict(zip(ids, predicted.tolist(), strict=True)), cfg.min_quality)
+    date, domain = batch_parts(context.partition_key)
     return dg.Output(frame, metadata={
-        **row_metadata(frame, "quality"), **score_distribution(frame, schoolhouse.path("quality", "scores.png")),
+        **row_metadata(frame, "quality"), **score_distribution(frame, schoolhouse.path("quality", "scores", date,
+                                                                                       f"{domain}.png")),
         "classifier": head.version, "min_quality": cfg.min_quality,
     })  # fmt: skip
 

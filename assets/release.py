@@ -14,7 +14,7 @@ from pipeline.release import cards, folders
 
 @dg.asset(group_name="release", kinds={"huggingface"})
 def model_card(schoolhouse: Schoolhouse, student_model: Path, exam_report: pl.DataFrame,
-               decontaminated: pl.DataFrame) -> dg.Output[Path]:  # fmt: skip
+               decontaminated: pl.LazyFrame) -> dg.Output[Path]:  # fmt: skip
     """The student as a Hugging Face model folder with its card: eval results as model-index,
     the training data, the teacher, intended use and limitations."""
     cfg = schoolhouse.settings
@@ -27,8 +27,9 @@ def model_card(schoolhouse: Schoolhouse, student_model: Path, exam_report: pl.Da
 
 
 @dg.asset(group_name="release", kinds={"huggingface", "parquet"})
-def dataset_card(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.Output[Path]:
-    """The curated synthetic data (kept rows) as Parquet shards with a dataset card."""
+def dataset_card(schoolhouse: Schoolhouse, decontaminated: pl.LazyFrame) -> dg.Output[Path]:
+    """The curated synthetic data (kept rows of every batch, streamed) as Parquet shards with a
+    dataset card."""
     cfg = schoolhouse.settings
     name = f"{cfg.release.model_name}-data"
     folder = folders.build_dataset_folder(decontaminated, schoolhouse.path("dataset_card", name), cfg.teacher.model,

@@ -1,5 +1,6 @@
-"""Curated rows -> packed token shards -> the student, trained by trainers/ in its own process.
-Logic lives in pipeline.training (the mix) and trainers (the training program)."""
+"""Curated rows -> packed token shards (per batch) -> the training mix -> the student, trained by
+trainers/ in its own process. Logic lives in pipeline.training (the mix) and trainers (the
+training program)."""
 
 import json
 import sys
@@ -9,10 +10,11 @@ import dagster as dg
 import polars as pl
 
 from assets.metadata import line_chart
+from assets.partitions import BATCHES, batch_parts
 from assets.resources import GPU_STEP_TAGS, Schoolhouse
 from pipeline import atomic
 from pipeline.teacher.weights import embedded_teacher
-from pipeline.training.mix import build_training_mix
+from pipeline.training.mix import assemble_mix, pack_batch
 from trainers.config import TrainConfig
 
 
@@ -20,17 +22,31 @@ def student_tokenizer_dir(schoolhouse: Schoolhouse) -> str:
     return schoolhouse.settings.training.tokenizer or str(embedded_teacher())
 
 
+@dg.asset(group_name="training", kinds={"numpy"}, partitions_def=BATCHES)
+def token_shards(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
+                 decontaminated: pl.DataFrame) -> dg.Output[Path]:  # fmt: skip
+    """The batch's kept rows tokenized with the student tokenizer, packed once into EOS-separated
+    `train-<domain>.bin` and a seeded held-out `valid-<domain>.bin` (the split hashes the row id)."""
+    cfg = schoolhouse.settings.training
+    date, domain = batch_parts(context.partition_key)
+    out = schoolhouse.path("tokens", date, domain)
+    shards = pack_batch(decontaminated, cfg, student_tokenizer_dir(schoolhouse), out)
+    return dg.Output(out, metadata={**{f"{name}_tokens": info["tokens"] for name, info in shards.items()},
+                                    **{f"{name}_documents": info["documents"] for name, info in shards.items()}})
+
+
 @dg.asset(group_name="training", kinds={"numpy"})
-def training_mix(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> dg.Output[Path]:
-    """Kept rows tokenized with the student tokenizer and packed into EOS-separated shards, one
-    per source (`train-code`, `train-text`, and `train-replay` when a replay source is set); a
-    seeded held-out slice goes to `valid-code` / `valid-text` for perplexity."""
+def training_mix(schoolhouse: Schoolhouse, token_shards: dict[str, Path]) -> dg.Output[Path]:
+    """Every batch's token shards, listed per source (`train-code`, `train-text`, and
+    `train-replay` when a replay source is set, packed here) in one meta.json: the trainer reads
+    their union; nothing is tokenized again."""
     cfg = schoolhouse.settings.training
     out = schoolhouse.path("training_mix")
-    shards = build_training_mix(decontaminated, cfg, student_tokenizer_dir(schoolhouse), out)
+    shards = assemble_mix(list(token_shards.values()), cfg, student_tokenizer_dir(schoolhouse), out)
     return dg.Output(
         out,
         metadata={
+            "batches": len(token_shards),
             **{f"{name}_tokens": info["tokens"] for name, info in shards.items()},
             **{f"{name}_documents": info["documents"] for name, info in shards.items()},
             "mixture": dg.MetadataValue.json(cfg.mixture),

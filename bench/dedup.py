@@ -8,6 +8,13 @@ that peak memory (max RSS) is its own, from text to clusters. Prints docs/s, pea
 recall / precision of the pairs found against the planted truth at Jaccard >= 0.8.
 
     python bench/dedup.py [--docs 100000] [--datatrove-python PATH]
+    python bench/dedup.py --clusters [--docs 100000]
+
+`--clusters`: a corpus whose duplicates come as clusters (2-5 variants of one document, each
+0.8-0.9 Jaccard from it and less from each other), deduplicated the way the chain does (exact
+Jaccard check at 0.8, `minhash.assign`), for several band x row layouts: the layout is chosen on
+one seed's corpus and reported on another's. Recall: the share of variants rejected; precision:
+the share of rejected rows that are variants belonging to their own cluster.
 
 Needs `pip install datasketch rensa` (not dependencies of the project). With `--datatrove-python`
 (the interpreter of an environment with `datatrove[processing]`), datatrove's MinHash stages run
@@ -194,11 +201,76 @@ def score(labels: np.ndarray, texts: list[str], truth: set[tuple[int, int]]) -> 
     return recall, correct / total if total else 1.0
 
 
+def clustered_corpus(n_docs: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Documents of 150-600 words; 10% of the originals get 2-5 variants each (1.1-2.3% of words
+    replaced: 0.8-0.9 Jaccard to the original). Returns the texts and each one's cluster (an
+    original's own index; -1 for a document of no cluster), variants after their original."""
+    texts, _ = corpus(n_docs, seed)
+    rng = np.random.default_rng(seed + 1000)
+    originals = texts[: int(n_docs * 0.75)]
+    cluster = list(range(len(originals)))
+    out = list(originals)
+    for source in rng.choice(len(originals), len(originals) // 10, replace=False):
+        words = originals[source].split(" ")
+        for _ in range(int(rng.integers(2, 6))):
+            copy = list(words)
+            rate = rng.uniform(0.011, 0.023)
+            for position in rng.choice(len(copy), max(1, int(rate * len(copy))), replace=False):
+                copy[position] = "".join(chr(97 + c) for c in rng.integers(0, 26, 8))
+            out.append(" ".join(copy))
+            cluster.append(int(source))
+    order = np.argsort(rng.random(len(out) - len(originals))) + len(originals)  # variants shuffled, after
+    return [out[i] for i in range(len(originals))] + [out[i] for i in order], np.array(
+        cluster[: len(originals)] + [cluster[i] for i in order])  # fmt: skip
+
+
+def run_clusters(texts: list[str], bands: int, rows: int, queue) -> None:
+    import numba
+
+    from pipeline.curation.minhash import MinHashParams, assign, band_keys, jaccard_at_least, signatures
+
+    numba.set_num_threads(1)
+    params = MinHashParams(bands=bands, rows=rows, shingle_words=SHINGLE)
+    assign(band_keys(signatures(texts[:50], params), params), jaccard_at_least(texts[:50], 0.8))  # compile
+    started = time.perf_counter()
+    labels = assign(band_keys(signatures(texts, params), params), jaccard_at_least(texts, 0.8, SHINGLE))
+    queue.put((time.perf_counter() - started, labels))
+
+
+def clusters_benchmark(n_docs: int) -> None:
+    layouts = [(14, 8), (16, 7), (20, 5), (28, 4)]
+    print(f"{'seed':<10} {'bands x rows':<13} {'docs/s':>9} {'recall':>7} {'precision':>9}")
+    for seed, role in ((0, "tuning"), (1, "held out")):
+        texts, cluster = clustered_corpus(n_docs, seed)
+        index = np.arange(len(texts))
+        close = np.array([c == i or jaccard(texts[i], texts[c]) >= 0.8 for i, c in enumerate(cluster)])
+        print(f"{role}: {len(texts):,} documents, {(cluster != index).sum():,} variants, "
+              f"{(close & (cluster != index)).sum():,} at Jaccard >= 0.8 to their original (counted by recall)")
+        for bands, rows in layouts:
+            queue = mp.get_context("fork").Queue()
+            process = mp.get_context("fork").Process(target=run_clusters, args=(texts, bands, rows, queue))
+            process.start()
+            seconds, labels = queue.get()
+            process.join()
+            index = np.arange(len(texts))
+            variant = (cluster != index) & close
+            rejected = labels != index
+            own = cluster[labels] == cluster  # the kept row it names is of its own cluster
+            recall = (rejected & variant).sum() / max(variant.sum(), 1)
+            precision = (rejected & variant & own).sum() / max(rejected.sum(), 1)
+            print(f"{role:<10} {bands:>4} x {rows:<6} {len(texts) / seconds:>9,.0f} {recall:>7.3f} {precision:>9.3f}",
+                  flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--datatrove-python", help="python of an environment with datatrove[processing]")
+    parser.add_argument("--clusters", action="store_true", help="the corpus of clusters, the chain's rule")
     args = parser.parse_args()
+    if args.clusters:
+        clusters_benchmark(args.docs)
+        return
 
     texts, planted = corpus(args.docs)
     levels = [jaccard(texts[a], texts[b]) for a, b in planted]

@@ -11,7 +11,9 @@ path and what was being written, and removes its temporary file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -136,3 +138,22 @@ def write_folder(target: Path | str, fill: Callable[[Path], object], what: str =
 def leftovers(folder: Path | str) -> list[Path]:
     """Temporary files or folders under `folder` (a writer killed mid-write leaves them)."""
     return sorted(p for p in Path(folder).rglob(f"*{TMP_MARK}*"))
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, log: logging.Logger | None = None, what: str = "it") -> Iterator[None]:
+    """Hold `<path>.lock` (fcntl, released by the kernel when the holder dies): other processes that
+    want the same lock wait, saying so."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(path.name + ".lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log:
+                log.info("another run is writing %s: waiting for it to finish", what if what != "it" else path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -146,10 +146,12 @@ class CurationSettings(_Settings):
     max_new_line_ratio: float = Field(0.3, ge=0, description="FineWeb: newlines per word (list-like text).")
     decontamination_ngram: int = Field(13, ge=3, description="n for word n-gram exam overlap.")
     code_decontamination_ngram: int = Field(20, ge=5, description="n for renamed-token code overlap.")
-    minhash_bands: int = Field(14, ge=1, description="LSH bands (datatrove: 14).")
-    minhash_rows: int = Field(8, ge=1, description="Rows per band (datatrove: 8).")
+    minhash_bands: int = Field(16, ge=1, description="LSH bands (datatrove: 14; 16 x 7 chosen on clusters of "
+                               "variants, bench/dedup.py --clusters).")
+    minhash_rows: int = Field(7, ge=1, description="Rows per band (datatrove: 8).")
     shingle_words: int = Field(5, ge=1, description="Words per MinHash shingle.")
-    verify_jaccard: float = Field(0.0, ge=0, le=1, description="Check LSH pairs' true Jaccard (0 = off).")
+    verify_jaccard: float = Field(0.8, ge=0, le=1, description="Check LSH pairs' true Jaccard (0 = off: every "
+                                  "pair sharing a bucket counts).")
     min_kept_rows: int = Field(1, ge=0, description="Blocking check: fewer kept rows stop the run.")
     sandbox_timeout_s: float = Field(10.0, gt=0, description="Wall time per code row's tests.")
     sandbox: SandboxMode = Field(

@@ -56,7 +56,7 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     materialized = {e.asset_key.to_user_string() for r in results for e in r.get_asset_materialization_events()}
     assert materialized == {
         "topics", "prompts", "generations", "curated", "quality_labels", "deduped", "embeddings", "semantic_deduped",
-        "quality_classifier", "quality_scored", "decontaminated",
+        "quality_classifier", "quality_scored", "decontaminated", "token_shards",
         "training_mix", "student_model", "exam_report", "model_card", "dataset_card", "hub_release",
     }  # fmt: skip
 
@@ -86,9 +86,22 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     assert labels.height == curated_kept.height and set(labels["id"]) == set(curated_kept["id"])  # sample 16 >= kept
     assert (labels["score"].is_not_null() == (labels["status"] == "labeled")).all()
     assert labels.filter(pl.col("status") == "rejected")["reason"].str.starts_with("quality_label:").all()
-    head = json.loads((artifact_home / "quality" / "classifier" / "v0001" / "head.json").read_text())
+    # each batch run brought the classifier up to date before scoring: the last one knows every label
+    versions = sorted((artifact_home / "quality" / "classifier").glob("v*"))
+    head = json.loads((versions[-1] / "head.json").read_text())
     assert head["held_out"]["labels"] == labels.filter(pl.col("status") == "labeled").height
-    assert kept["quality_score"].is_not_null().all() and kept["quality_score"].is_between(0, 5).all()
+    scored = [e.materialization.metadata["classifier"].value for r in results[:2]
+              for e in r.get_asset_materialization_events() if e.asset_key.to_user_string() == "quality_scored"]
+    assert scored[-1] == versions[-1].name  # the later batch was scored by the head that knows every label
+    for batch, version in zip((f"{DATE}|code", f"{DATE}|text"), scored, strict=True):
+        rows = kept.filter(pl.col("batch") == batch)["quality_score"]
+        if version == "none":  # fewer than 8 labels when the batch was scored: it waits unscored
+            assert rows.is_null().all()
+        else:
+            assert rows.is_not_null().all() and rows.is_between(0, 5).all()
+    # the batch's token shards, listed by the training mix
+    mix = json.loads((artifact_home / "training_mix" / "meta.json").read_text())
+    assert len(mix["shards"]["train-text"]["files"]) >= 1 and mix["shards"]["train-text"]["tokens"] > 0
     rejected = table(artifact_home, "decontaminated").filter(pl.col("status") == "rejected")
     assert rejected.filter(pl.col("reason").str.starts_with("generation"))["quality_score"].is_null().all()
 

@@ -8,10 +8,10 @@ import pytest
 
 from pipeline.curation.curate import curate, yield_table
 from pipeline.curation.decontamination import CodeIndex, ExamIndex, code_tokens, decontaminate, renamed
-from pipeline.curation.dedup import SignatureStore, exact_dedup, near_dedup
+from pipeline.curation.dedup import DedupIndex, dedup_batch, exact_dedup
 from pipeline.curation.minhash import MinHashParams, band_keys, clusters, signatures
 from pipeline.exam.data import read_humaneval, read_mmlu
-from pipeline.rows import KEPT, SCHEMA, conform
+from pipeline.rows import SCHEMA, conform
 from pipeline.settings import CurationSettings
 
 PROSE = (
@@ -168,6 +168,12 @@ def test_planted_near_duplicates_are_clustered_and_distinct_rows_are_not():
     assert len(set(labels[:30])) == 30  # the distinct documents stay apart
 
 
+def texts_in(*frames: pl.DataFrame):
+    """A `TextsOf` over frames held in memory (the chain reads the `curated` tables)."""
+    every = pl.concat(frames)
+    return lambda batch, ids: every.filter(pl.col("id").is_in(ids)).select("id", "text")
+
+
 def test_near_dedup_is_incremental_and_earlier_batches_win(tmp_path):
     import numpy as np
 
@@ -175,15 +181,15 @@ def test_near_dedup_is_incremental_and_earlier_batches_win(tmp_path):
     vocabulary = [f"w{i}" for i in range(2000)]
     docs = [list(rng.choice(vocabulary, 200)) for _ in range(6)]
     first = rows(*[("text", " ".join(d)) for d in docs[:3]], batch="2026-11-20|text", prefix="a")
-    store = SignatureStore(tmp_path, MinHashParams())
-    out, stats = near_dedup(first, store, KEPT)
-    assert stats.batches_computed == 1 and stats.rejected == 0
+    index = DedupIndex(tmp_path, MinHashParams())
+    out, stats = dedup_batch(first, index, texts_in(first))
+    assert stats.earlier_batches == 0 and stats.near == 0
     assert out["minhash_cluster"].to_list() == out["id"].to_list()
 
     second = rows(("text", " ".join(mutate(docs[1], 0.01, rng))), *[("text", " ".join(d)) for d in docs[3:]],
                   batch="2026-11-21|text", prefix="b")  # fmt: skip
-    out, stats = near_dedup(pl.concat([first, second]), store, KEPT)
-    assert stats.batches_loaded == 1 and stats.batches_computed == 1 and stats.signatures_computed == 4
+    out, stats = dedup_batch(second, index, texts_in(first, second))
+    assert stats.earlier_batches == 1 and stats.signatures_computed == 4 and stats.earlier_rows_read >= 1
     near = out.filter(pl.col("reason") == "dedup:near")
     assert near["id"].to_list() == ["b000"]
     assert json.loads(near["checks"][0]) == {"near_duplicate_of": "a001"}
@@ -259,8 +265,8 @@ def test_verify_jaccard_keeps_pairs_that_only_lsh_took_for_duplicates(tmp_path):
     frame = pl.concat([first, second])
 
     def near_ids(verify: float) -> set[str]:
-        out, _ = near_dedup(frame, SignatureStore(tmp_path / str(verify), MinHashParams()), KEPT, verify)
-        return set(out.filter(pl.col("reason") == "dedup:near")["id"])
+        out, _ = dedup_batch(frame, DedupIndex(tmp_path / str(verify), MinHashParams()), texts_in(frame), verify)
+        return set(out.filter(pl.col("reason").str.starts_with("dedup:"))["id"])  # 0.2% of 300 words: exact
 
     loose_ids, close_ids = {f"b{i:03d}" for i in range(30)}, {f"b{i:03d}" for i in range(30, 40)}
     unverified, verified = near_ids(0.0), near_ids(0.9)

@@ -181,8 +181,10 @@ def _decontaminated(home: Path) -> None:
     kept = rows(*[("text", f"{PROSE} {i}") for i in range(30)], *[("code", f"{code}# {i}") for i in range(30)])
     rejected = rows(*[("text", f"buy now {i} " * 40) for i in range(20)], prefix="bad").with_columns(
         status=pl.lit(REJECTED_STATUS), reason=pl.lit("curation:top_2gram_frac"))
-    (home / "tables").mkdir(parents=True, exist_ok=True)
-    pl.concat([kept, rejected]).write_parquet(home / "tables" / "decontaminated.parquet")
+    for (domain,), part in pl.concat([kept, rejected]).group_by("domain"):  # one table per batch
+        (home / "tables" / "decontaminated" / "2026-11-20").mkdir(parents=True, exist_ok=True)
+        part.with_columns(batch=pl.lit(f"2026-11-20|{domain}")).write_parquet(
+            home / "tables" / "decontaminated" / "2026-11-20" / f"{domain}.parquet")
 
 
 @pytest.mark.integration

@@ -195,8 +195,8 @@ def stage_upstream(home: Path, tiny_model: Path) -> None:
 
     from trainers.data import pack, write_meta
 
-    (home / "tables").mkdir(parents=True)
-    curated_rows().write_parquet(home / "tables" / "decontaminated.parquet")
+    (home / "tables" / "decontaminated" / "2026-11-20").mkdir(parents=True)  # one batch's table
+    curated_rows().write_parquet(home / "tables" / "decontaminated" / "2026-11-20" / "text.parquet")
     mix = home / "training_mix"
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     shards = {

@@ -77,8 +77,9 @@ def test_reworded_exam_questions_are_caught_by_meaning_and_missed_by_ngrams(embe
 
 def test_rows_that_say_the_same_thing_are_deduplicated_by_meaning(embedder, tmp_path):
     """A reworded copy of an earlier batch's row is rejected naming it (no n-gram of 5 words in
-    common, so MinHash cannot see it); rows on the same subject that say other things stay."""
-    from pipeline.curation.semantic import semantic_dedup
+    common, so MinHash cannot see it); rows on the same subject that say other things stay. The
+    earlier batch is curated first and the later one against the index it left."""
+    from pipeline.curation.semantic_dedup import SemanticIndex, semantic_dedup_batch
 
     earlier = rows(("text", PROSE), batch="2026-11-20|text", prefix="old")
     reworded = ("Green plants make sugar and oxygen from water and carbon dioxide using the energy of sunlight, "
@@ -92,7 +93,11 @@ def test_rows_that_say_the_same_thing_are_deduplicated_by_meaning(embedder, tmp_
     vectors, _ = EmbeddingStore(tmp_path, embedder, CurationSettings().passage_words).update(
         frame.select("id", "batch", "text"))  # fmt: skip
     ids, matrix = row_vectors(vectors)
-    out = semantic_dedup(frame, ids, matrix, CurationSettings().semantic_dedup)
+    index = SemanticIndex(tmp_path / "index", "text", embedder.dimensions, {"model": embedder.identity})
+    threshold = CurationSettings().semantic_dedup
+    first, _ = semantic_dedup_batch(earlier, ids, matrix, index, threshold)
+    second, _ = semantic_dedup_batch(later, ids, matrix, index, threshold)
+    out = pl.concat([first, second])
     by_id = {r["id"]: r for r in out.iter_rows(named=True)}
     assert by_id["new000"]["reason"] == "dedup:semantic" and "old000" in by_id["new000"]["checks"]
     assert by_id["old000"]["reason"] is None and by_id["new001"]["reason"] is None

@@ -77,7 +77,7 @@ def test_definitions_load_with_every_stage():
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "topics", "prompts", "generations", "curated", "quality_labels", "deduped", "embeddings", "semantic_deduped",
-        "quality_classifier", "quality_scored", "decontaminated",
+        "quality_classifier", "quality_scored", "decontaminated", "token_shards",
         "training_mix", "student_model", "exam_report", "model_card", "dataset_card", "hub_release",
         "experiment_data", "experiment_start", "experiment_arm", "experiment_report",
     }  # fmt: skip

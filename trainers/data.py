@@ -1,7 +1,9 @@
 """Packed token shards: EOS-separated documents in one flat uint16/uint32 memory-mapped file.
 
 `pack` writes one shard per source and split (`train-code.bin`, `train-text.bin`,
-`train-replay.bin`, `valid-code.bin`, ...) plus `meta.json`; `PackedTokens` serves fixed-length
+`train-replay.bin`, `valid-code.bin`, ...) plus `meta.json`. A shard may instead list `files`
+(paths relative to the folder): the batches' own shards, read as one sequence of tokens, so
+a new batch appends a file and nothing is packed again. `PackedTokens` serves fixed-length
 windows from a shard in a seeded order; `Mixture` draws every training step's global batch from
 the sources in fixed proportions, held exactly over the run. Both positions can be saved and restored.
 """
@@ -9,6 +11,7 @@ the sources in fixed proportions, held exactly over the run. Both positions can 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -47,7 +50,9 @@ def pack(
 def write_meta(out_dir: Path, tokenizer_dir: str, vocab_size: int, eos: int, bos: int, shards: dict) -> None:
     meta = {"tokenizer": tokenizer_dir, "vocab_size": vocab_size, "eos_token_id": eos,
             "bos_token_id": bos, "dtype": token_dtype(vocab_size).name, "shards": shards}  # fmt: skip
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    tmp = out_dir / f".meta.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, out_dir / "meta.json")  # a reader sees the old meta or the new, never half
 
 
 def read_meta(data_dir: Path) -> dict:
@@ -57,17 +62,55 @@ def read_meta(data_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+class TokenFiles:
+    """Several token files read as one: `len` and slices across file ends (memory-mapped)."""
+
+    def __init__(self, paths: list[Path], dtype: str):
+        self.parts = [np.memmap(p, dtype=dtype, mode="r") if p.stat().st_size else np.zeros(0, dtype) for p in paths]
+        self.ends = np.cumsum([len(part) for part in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:  # every token in memory: small shards only
+        whole = np.concatenate(self.parts) if self.parts else np.zeros(0)
+        return whole.astype(dtype) if dtype is not None else whole
+
+    def __getitem__(self, where: slice) -> np.ndarray:
+        start, stop, _ = where.indices(len(self))
+        first = int(np.searchsorted(self.ends, start, side="right"))
+        pieces = []
+        while start < stop and first < len(self.parts):
+            begin = int(self.ends[first - 1]) if first else 0
+            take = min(stop, int(self.ends[first])) - start
+            pieces.append(self.parts[first][start - begin : start - begin + take])
+            start, first = start + take, first + 1
+        return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+
+
+def shard_tokens(data_dir: Path, split: str, meta: dict) -> np.ndarray | TokenFiles:
+    """A shard's tokens: its own `<split>.bin`, or the `files` its entry in meta.json lists."""
+    files = meta["shards"].get(split, {}).get("files")
+    if not files:
+        return np.memmap(Path(data_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
+    missing = [f for f in files if not (Path(data_dir) / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{data_dir}/meta.json: shard {split} lists {missing[0]}, which is not there "
+                                f"({len(missing)} of {len(files)} missing): materialize the batches' token shards")
+    return TokenFiles([Path(data_dir) / f for f in files], meta["dtype"])
+
+
 class PackedTokens:
     """Windows of seq_len + 1 tokens (inputs and shifted labels) in a seeded, resumable order."""
 
     def __init__(self, data_dir: Path, split: str, seq_len: int, seed: int):
         meta = read_meta(data_dir)
-        self.tokens = np.memmap(Path(data_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
+        self.tokens = shard_tokens(data_dir, split, meta)
         self.seq_len = seq_len
         self.windows = (len(self.tokens) - 1) // seq_len
         if self.windows < 1:
             raise ValueError(
-                f"{data_dir}/{split}.bin has {len(self.tokens)} tokens: fewer than one "
+                f"{data_dir}/{split} has {len(self.tokens)} tokens: fewer than one "
                 f"sequence of training.seq_len = {seq_len} + 1"
             )
         self.seed = seed

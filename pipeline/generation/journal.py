@@ -4,13 +4,14 @@ it arrives, so a crash loses at most the requests in flight and a re-run asks on
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from pipeline import atomic
 
 
 def read_journal(path: Path) -> dict[str, dict]:
@@ -35,21 +36,9 @@ def read_journal(path: Path) -> dict[str, dict]:
     return done
 
 
-@contextlib.contextmanager
-def exclusive(path: Path, log: logging.Logger | None = None) -> Iterator[None]:
-    """Hold the journal's lock (`<journal>.lock`, fcntl): other runs of the same batch wait, saying so."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.with_name(path.name + ".lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if log:
-                log.info("another run is writing %s: waiting for it to finish", path)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def exclusive(path: Path, log: logging.Logger | None = None) -> contextlib.AbstractContextManager[None]:
+    """Hold the journal's lock (`<journal>.lock`): other runs of the same batch wait, saying so."""
+    return atomic.exclusive(path, log)
 
 
 @contextlib.contextmanager

@@ -67,21 +67,29 @@ SANDBOX_LINES = {
 }
 
 
-def data_summary(rows: pl.DataFrame, sandbox: str = "isolated") -> dict[str, object]:
-    """What the card says about the training data: batches, kept tokens, rejection rates, and how
-    the generated code was run."""
-    kept = rows.filter(KEPT)
-    total = max(rows.height, 1)
+STAGES = ("generation", "curation", "dedup", "quality", "decontamination")  # the prefixes of `reason`
 
-    def rate(prefix: str) -> str:
-        return f"{rows.filter(pl.col('reason').str.starts_with(prefix)).height / total:.1%}"
+
+def data_summary(rows: pl.DataFrame | pl.LazyFrame, sandbox: str = "isolated") -> dict[str, object]:
+    """What the card says about the training data: batches, kept tokens, rejection rates, and how
+    the generated code was run. One streaming pass of aggregates over the rows."""
+    reason, tokens = pl.col("reason"), pl.col("completion_tokens")
+    figures = rows.lazy().select(
+        rows=pl.len(), kept=KEPT.sum(), kept_tokens=tokens.filter(KEPT).sum(), tokens=tokens.sum(),
+        batches=pl.col("batch").unique().sort().str.join(", "),
+        **{stage: reason.str.starts_with(stage).sum() for stage in STAGES},
+    ).collect(engine="streaming").row(0, named=True)  # fmt: skip
+    total = max(figures["rows"], 1)
+
+    def rate(stage: str) -> str:
+        return f"{figures[stage] / total:.1%}"
 
     return {
-        "batches": ", ".join(sorted(rows["batch"].unique().to_list())),
-        "generated rows": rows.height,
-        "kept rows": kept.height,
-        "kept tokens": int(kept["completion_tokens"].sum() or 0),
-        "teacher tokens": int(rows["completion_tokens"].sum() or 0),
+        "batches": figures["batches"] or "",
+        "generated rows": figures["rows"],
+        "kept rows": figures["kept"],
+        "kept tokens": int(figures["kept_tokens"] or 0),
+        "teacher tokens": int(figures["tokens"] or 0),
         "rejected by generation checks": rate("generation"),
         "rejected by quality rules and code tests": rate("curation"),
         "duplicate rate (exact + near)": rate("dedup"),
@@ -91,16 +99,18 @@ def data_summary(rows: pl.DataFrame, sandbox: str = "isolated") -> dict[str, obj
     }
 
 
-def dataset_card(rows: pl.DataFrame, teacher: str, license: str, sandbox: str = "isolated") -> DatasetCard:
-    """The card of the kept rows, published as `data/train-*.parquet`."""
-    kept = rows.filter(KEPT)
+def dataset_card(rows: pl.DataFrame | pl.LazyFrame, teacher: str, license: str,
+                 sandbox: str = "isolated") -> DatasetCard:  # fmt: skip
+    """The card of the kept rows, published as `data/train-*.parquet` (aggregates only: the rows
+    are read in streaming, a few columns at a time)."""
+    kept = rows.lazy().filter(KEPT).select("domain", "seed_source", "quality_score")
     card_data = DatasetCardData(
         license=license, language=["en"], pretty_name="schoolhouse synthetic textbooks",
         task_categories=["text-generation"], tags=["synthetic", "schoolhouse"],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
     )  # fmt: skip
     summary = dict(data_summary(rows, sandbox))
-    summary["by domain"] = dict(kept.group_by("domain").len().sort("domain").iter_rows())
+    summary["by domain"] = dict(kept.group_by("domain").len().sort("domain").collect().iter_rows())
     return DatasetCard.from_template(
         card_data, template_str=_template("dataset_card.md"), pretty_name="schoolhouse synthetic textbooks",
         teacher=teacher, summary="\n".join(f"- {k}: {v}" for k, v in summary.items()),
@@ -117,9 +127,10 @@ SEED_LICENSES = {
 }
 
 
-def seed_credits(kept: pl.DataFrame) -> str:
+def seed_credits(kept: pl.DataFrame | pl.LazyFrame) -> str:
     """Which seed corpora the kept rows' prompts quoted, how many rows each, and their terms."""
-    counts = kept.filter(pl.col("seed_source").is_not_null()).group_by("seed_source").len().sort("seed_source")
+    counts = kept.lazy().filter(pl.col("seed_source").is_not_null()).group_by("seed_source").len()
+    counts = counts.sort("seed_source").collect()
     if counts.is_empty():
         return "No prompt quoted a seed passage."
     lines = [f"- `{r['seed_source']}` ({r['len']} rows): {SEED_LICENSES.get(r['seed_source'], 'your own corpus')}"
@@ -127,13 +138,13 @@ def seed_credits(kept: pl.DataFrame) -> str:
     return "Prompts quoted one seed passage or function each; the rows are derived from them:\n" + "\n".join(lines)
 
 
-def quality_table(kept: pl.DataFrame) -> str:
+def quality_table(kept: pl.DataFrame | pl.LazyFrame) -> str:
     """The kept rows' educational value (0-5, the quality classifier's score) by domain, as markdown."""
     score = pl.col("quality_score")
-    by_domain = kept.filter(score.is_not_null()).group_by("domain").agg(
+    by_domain = kept.lazy().filter(score.is_not_null()).group_by("domain").agg(
         rows=pl.len(), mean=score.mean(), p10=score.quantile(0.1), median=score.median(), p90=score.quantile(0.9),
         at_least_3=(score >= 3).mean(),
-    ).sort("domain")  # fmt: skip
+    ).sort("domain").collect()  # fmt: skip
     if by_domain.is_empty():
         return "No kept row has a quality score."
     lines = ["| domain | rows | mean | p10 | median | p90 | share >= 3 |", "|---|---|---|---|---|---|---|"]

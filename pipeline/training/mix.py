@@ -1,17 +1,25 @@
 """The training mix: kept rows (plus a replay source) tokenized with the student tokenizer and
-packed into one EOS-separated token shard per source, with a held-out slice for perplexity."""
+packed into EOS-separated token shards per source, with a held-out slice for perplexity.
+
+In the chain each batch packs its own rows once (`pack_batch`: `train-<domain>.bin`,
+`valid-<domain>.bin`), and the training mix is a `meta.json` that lists every batch's files per
+source (`assemble_mix`), so a new batch costs its own tokenization and nothing is packed twice.
+`build_training_mix` packs a whole frame at once (the experiments' arms, made of chosen rows)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import polars as pl
 
+from pipeline import atomic
 from pipeline.rows import KEPT
 from pipeline.settings import TrainingSettings
 from pipeline.training.replay import heldout_split, replay_documents
-from trainers.data import pack, write_meta
+from trainers.data import pack, read_meta, write_meta
 
 log = logging.getLogger("schoolhouse.training_mix")
 
@@ -99,4 +107,81 @@ def build_training_mix(rows: pl.DataFrame, settings: TrainingSettings, tokenizer
                                        "repeated": repeats}  # fmt: skip
     check_sources_fill_a_sequence(shards, settings)
     write_meta(out, tokenizer_dir, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)
+    return shards
+
+
+def pack_batch(rows: pl.DataFrame, settings: TrainingSettings, tokenizer_dir: str, out: Path) -> dict:
+    """One batch's kept rows as `train-<domain>.bin` and `valid-<domain>.bin` (the held-out split
+    hashes the id, as `split_heldout`) with a meta.json, written whole into `out`."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    train, heldout = split_heldout(rows, settings.heldout_fraction, settings.seed)
+    shards: dict = {}
+
+    def fill(folder: Path) -> None:
+        for domain in rows["domain"].unique().sort():
+            for split, part in (("train", train), ("valid", heldout)):
+                name = f"{split}-{domain}"
+                shards[name] = pack(part.filter(pl.col("domain") == domain)["text"].to_list(), tokenizer, folder, name)
+        write_meta(folder, tokenizer_dir, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)
+
+    atomic.write_folder(out, fill, "the batch's token shards")
+    return shards
+
+
+def assemble_mix(batches: list[Path], settings: TrainingSettings, tokenizer_dir: str, out: Path) -> dict:
+    """The training mix in `out`: a meta.json whose shards list the batches' files (relative to
+    `out`), plus the replay source packed here (again only when its settings change)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.bin"):  # packed by an earlier design; the replay shards are kept
+        if "replay" not in stale.name:
+            stale.unlink()
+    shards: dict[str, dict] = {}
+    for folder in sorted(batches):
+        meta = read_meta(folder)
+        if meta["vocab_size"] != len(tokenizer):
+            raise ValueError(f"{folder} was packed with {meta['tokenizer']} ({meta['vocab_size']} tokens) and the "
+                             f"student's tokenizer is {tokenizer_dir} ({len(tokenizer)}): materialize its token "
+                             "shards again")  # fmt: skip
+        for name, info in meta["shards"].items():
+            entry = shards.setdefault(name, {"files": [], "tokens": 0, "documents": 0})
+            entry["files"].append(os.path.relpath(folder / info["path"], out))
+            entry["tokens"] += info["tokens"]
+            entry["documents"] += info["documents"]
+    for domain in DOMAINS:
+        for split in ("train", "valid"):
+            shards.setdefault(f"{split}-{domain}", {"files": [], "tokens": 0, "documents": 0})
+    if settings.mixture.get("replay", 0) > 0:
+        shards.update(_replay_shards(settings, tokenizer, out))
+    for name, weight in settings.mixture.items():
+        shard = shards[f"train-{name}"]
+        if weight > 0 and 0 < shard["tokens"] <= settings.seq_len and "files" in shard:
+            repeats = settings.seq_len // shard["tokens"] + 1  # as build_training_mix: tile a thin source
+            log.warning("the %s source has %d tokens, less than one sequence of %d: repeated %dx",
+                        name, shard["tokens"], settings.seq_len, repeats)  # fmt: skip
+            shards[f"train-{name}"] = {**shard, "files": shard["files"] * repeats, "tokens": shard["tokens"] * repeats,
+                                       "repeated": repeats}  # fmt: skip
+    check_sources_fill_a_sequence(shards, settings)
+    write_meta(out, tokenizer_dir, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, shards)
+    return shards
+
+
+def _replay_shards(settings: TrainingSettings, tokenizer, out: Path) -> dict:
+    """`train-replay` / `valid-replay` packed in `out`, reused while the replay settings hold."""
+    made_of = {"path": settings.replay_path, "split": settings.replay_split, "field": settings.replay_text_field,
+               "max": settings.replay_max_documents, "heldout": settings.heldout_fraction,
+               "tokenizer": tokenizer.name_or_path, "vocab": len(tokenizer)}  # fmt: skip
+    stamp = out / "replay.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("made_of") == made_of:
+        return json.loads(stamp.read_text())["shards"]
+    documents = replay_documents(settings.replay_path, settings.replay_split, settings.replay_text_field,
+                                 settings.replay_max_documents)  # fmt: skip
+    train, valid = heldout_split(documents, settings.heldout_fraction)
+    shards = {"train-replay": pack(train, tokenizer, out, "train-replay"),
+              "valid-replay": pack(valid, tokenizer, out, "valid-replay")}  # fmt: skip
+    atomic.write_json(stamp, {"made_of": made_of, "shards": shards}, "the replay shards' stamp")
     return shards
