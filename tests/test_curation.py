@@ -329,3 +329,31 @@ def test_shingles_are_the_word_five_grams_a_reader_would_count():
     for i in range(len(texts)):
         for j in range(len(texts)):
             assert len(hashed[i] & hashed[j]) == len(expected[i] & expected[j]), (i, j)
+
+
+def test_screening_by_hash_finds_what_matching_every_row_finds():
+    """Rows screened by n-gram hashes first, then matched word by word, get the same item as
+    matching every row: on rows with exam items planted in other case and punctuation, short
+    items (under 13 words), empty and short texts, and code."""
+    import numpy as np
+
+    from pipeline.curation.decontamination import contamination_hits, exam_indexes
+
+    index, code_index = exam_indexes(13, 20)
+    rng = np.random.default_rng(7)
+    items = read_mmlu()
+    short = [i for i in items if 8 <= len((i.question + " " + i.choices[i.answer]).split()) < 13]
+    specs = [("text", ""), ("text", "Too short."), ("code", EXERCISE)]
+    for k in range(300):
+        filler = " ".join(f"word{w}" for w in rng.integers(0, 5000, int(rng.integers(20, 400))))
+        if k % 4 == 0:
+            item = (short if k % 8 == 0 else items)[int(rng.integers(len(short) if k % 8 == 0 else len(items)))]
+            planted = item.question + " " + item.choices[item.answer]
+            planted = planted.upper() if k % 3 == 0 else planted.replace(" ", ",  ")
+            filler = filler[: len(filler) // 2] + " " + planted + ". " + filler[len(filler) // 2 :]
+        specs.append(("text", filler))
+    frame = rows(*specs)
+    expected = {r: index.match(t) for r, t in zip(frame["id"], frame["text"], strict=True)}
+    expected = {r: item for r, item in expected.items() if item is not None}
+    assert len(expected) > 50
+    assert dict(contamination_hits(frame, index, code_index).iter_rows()) == expected

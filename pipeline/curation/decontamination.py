@@ -18,8 +18,10 @@ import tokenize
 from collections import Counter
 from functools import cache
 
+import numpy as np
 import polars as pl
 
+from pipeline.curation import minhash
 from pipeline.exam.data import read_humaneval, read_mmlu
 from pipeline.markdown import fenced_python_blocks
 from pipeline.rows import KEPT, reject
@@ -114,9 +116,24 @@ class CodeIndex:
         return _best(Counter(enough))
 
 
+# A byte's value in a decontamination word (`[a-z0-9]+` of the lower-cased text), 0 for a separator.
+_WORD_BYTES = np.zeros(256, dtype=np.uint64)
+for _lo, _hi in ((48, 58), (97, 123)):
+    _WORD_BYTES[_lo:_hi] = np.arange(_lo, _hi)
+_WORD_BYTES[65:91] = np.arange(97, 123)
+
+
+def ngram_hashes(texts: list[str] | pl.Series, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every word n-gram of every text (compiled, over the Arrow bytes; a text
+    under n words gives one hash of all its words), flat, and each text's start in them."""
+    data, offsets = minhash.utf8_buffer(texts)
+    return minhash._shingle_hashes(data, offsets, n, _WORD_BYTES)
+
+
 class ExamIndex:
     """Word n-gram -> exam item ids, for every MMLU question (with its answer) and HumanEval
-    prompt and solution."""
+    prompt and solution; beside it, the n-grams' 64-bit hashes, so that a whole batch is screened
+    at once and only the rows that share a hash are matched word by word."""
 
     def __init__(self, n: int = 13):
         self.n = n
@@ -129,6 +146,23 @@ class ExamIndex:
             self._add(problem.task_id, problem.prompt)
             # A short solution's words ("while b a b b a b return a") are generic code, not an item.
             self._add(problem.task_id, problem.canonical_solution, whole_if_short=False)
+
+        grams = [" ".join(g) for g in self.index]
+        heads = [" ".join(h) for h in self.short]
+        self.gram_hashes = pl.Series(ngram_hashes(grams, self.n)[0] if grams else [], dtype=pl.UInt64).unique()
+        self.head_hashes = pl.Series(ngram_hashes(heads, _MIN_ITEM_WORDS)[0] if heads else [], dtype=pl.UInt64).unique()
+
+    def suspects(self, texts: pl.Series) -> np.ndarray:
+        """Which texts share an n-gram (or a short item's first words) with an exam item, by hash:
+        a superset of the texts `match` finds something in (a hash collision only costs a look)."""
+        out = np.zeros(len(texts), dtype=bool)
+        for hashes, n in ((self.gram_hashes, self.n), (self.head_hashes, _MIN_ITEM_WORDS)):
+            values, starts = ngram_hashes(texts, n)
+            if values.size:  # a hash set look-up (polars), not a sort of every n-gram
+                hit = pl.Series(values, dtype=pl.UInt64).is_in(hashes.implode()).to_numpy()
+                before = np.concatenate([[0], np.cumsum(hit)])  # hits before each position
+                out |= before[np.append(starts[1:], values.size)] - before[starts] > 0
+        return out
 
     def _add(self, item_id: str, text: str, whole_if_short: bool = True) -> None:
         tokens = words(text)
@@ -154,20 +188,31 @@ class ExamIndex:
         return None
 
 
+def contamination_hits(frame: pl.DataFrame, index: ExamIndex, code_index: CodeIndex) -> pl.DataFrame:
+    """(id, item) of the kept rows that match an exam item. Text: every row's n-grams are hashed
+    at once and only rows sharing a hash with the exam are matched word by word. Code rows also
+    go through the renamed-token check, one by one (Python's tokenizer: ~200 rows/s a core, below
+    the sandbox's ~89 programs/s that every code row pays anyway)."""
+    kept = frame.filter(KEPT).select("id", "domain", "text")
+    kept = kept.with_columns(suspect=pl.Series(index.suspects(kept["text"]) if kept.height else [], dtype=pl.Boolean))
+    found = []
+    for row_id, domain, text, suspect in kept.filter(pl.col("suspect") | (pl.col("domain") == "code")).iter_rows():
+        item = index.match(text) if suspect else None
+        if item is None and domain == "code":
+            item = code_index.match(text)
+        if item is not None:
+            found.append((row_id, item))
+    return pl.DataFrame(found, schema={"id": pl.String, "item": pl.String}, orient="row")
+
+
 def find_contamination(frame: pl.DataFrame, index: ExamIndex, code_index: CodeIndex) -> dict[str, str | None]:
     """The exam item each kept row matches (None when clean); code rows get both checks."""
-    hits = {}
-    for row_id, domain, text in frame.filter(KEPT).select("id", "domain", "text").iter_rows():
-        hits[row_id] = index.match(text) or (code_index.match(text) if domain == "code" else None)
-    return hits
+    hits = dict(contamination_hits(frame, index, code_index).iter_rows())
+    return {row_id: hits.get(row_id) for row_id in frame.filter(KEPT)["id"]}
 
 
 def decontaminate(frame: pl.DataFrame, index: ExamIndex, code_index: CodeIndex) -> pl.DataFrame:
-    hits = find_contamination(frame, index, code_index)
-    matched = pl.DataFrame(
-        {"id": list(hits), "_item": list(hits.values())},
-        schema={"id": pl.String, "_item": pl.String},
-    )
+    matched = contamination_hits(frame, index, code_index).rename({"item": "_item"})
     frame = frame.join(matched, on="id", how="left", maintain_order="left")
     frame = frame.with_columns(
         contamination=pl.when(pl.col("_item").is_not_null())
