@@ -146,7 +146,7 @@ def dedup_batch(frame: pl.DataFrame, index: DedupIndex, texts_of: TextsOf, verif
 
     hashes = frame.filter(KEPT).select(text_hash().alias("hash"))["hash"]
     earlier_hashes = (scan.filter(pl.col("hash").is_in(hashes.implode())).select("hash", "id", "batch")
-                      .sort("batch", "id").collect())  # fmt: skip
+                      .sort("batch", "id").collect(engine="streaming"))  # fmt: skip
     frame = exact_dedup(frame, earlier_hashes)
     stats.exact = int((frame["reason"] == "dedup:exact").sum())
 
@@ -194,10 +194,10 @@ def _earlier_rows(scan: pl.LazyFrame, keys: np.ndarray, bands: int) -> pl.DataFr
     in priority order."""
     if keys.shape[0] == 0:
         return scan.head(0).collect()
-    sharing = scan.filter(_shares_a_band(keys, bands)).collect()
+    sharing = scan.filter(_shares_a_band(keys, bands)).collect(engine="streaming")
     missing = set(sharing["label"].to_list()) - set(sharing["id"].to_list())
     if missing:
-        sharing = pl.concat([sharing, scan.filter(pl.col("id").is_in(sorted(missing))).collect()])
+        sharing = pl.concat([sharing, scan.filter(pl.col("id").is_in(sorted(missing))).collect(engine="streaming")])
     return sharing.sort("batch", "id")
 
 
@@ -212,7 +212,7 @@ def curated_texts(tables: Path) -> TextsOf:
 
     def texts_of(batch: str, ids: list[str]) -> pl.DataFrame:
         path = tables / (batch.replace("|", "/") + ".parquet")
-        return pl.scan_parquet(path).filter(pl.col("id").is_in(ids)).select("id", "text").collect()
+        return pl.scan_parquet(path).filter(pl.col("id").is_in(ids)).select("id", "text").collect(engine="streaming")
 
     return texts_of
 
