@@ -13,16 +13,29 @@ Prints recall per kind and the false-positive rate on clean rows for the n-gram 
 for n-gram + semantic at a sweep of thresholds, and the semantic check's rows/s (embedding the
 passages + the nearest exam item; the exam items' own embedding is cached and not timed).
 
+With --throughput, instead: rows/s of the n-gram checks one row at a time
+(`find_contamination_reference`, every n-gram a Python tuple) against the batch path the chain
+runs (`find_contamination`: n-grams hashed and looked up in compiled code), on the same rows, one
+core, medians of 3, and whether both name the same item for every row. Prose: --docs rows of
+50-400 words drawn from MMLU questions' words, 1 in 100 with an MMLU item planted, plus the
+planted kinds above; code: --code-docs fenced 10-50 line stretches of the standard library plus
+the renamed HumanEval copies and clean functions above.
+
     python bench/decontamination.py [--model all-MiniLM-L6-v2] [--items 60]
+    python bench/decontamination.py --throughput [--docs 50000] [--code-docs 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
+import statistics
 import sys
+import sysconfig
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -109,7 +122,13 @@ def main() -> None:
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--items", type=int, default=60)
     parser.add_argument("--passage-words", type=int, default=64)
+    parser.add_argument("--throughput", action="store_true", help="only the per-row vs batch n-gram throughput")
+    parser.add_argument("--docs", type=int, default=50_000, help="prose rows for --throughput")
+    parser.add_argument("--code-docs", type=int, default=2_000, help="code rows for --throughput")
     args = parser.parse_args()
+    if args.throughput:
+        throughput(args.docs, args.code_docs, args.items)
+        return
 
     import polars as pl
 
@@ -164,6 +183,61 @@ def main() -> None:
         fp = sum(ngram[i] is not None or scores[i][1] >= t for i in clean_rows)
         share = 100 * fp / len(clean_rows)
         print(f"threshold {t:.2f}: false positives {fp}/{len(clean_rows)} = {share:.1f}% of clean rows")
+
+
+def throughput_rows(docs: int, code_docs: int, items: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Prose and code rows for `throughput` (see the module's docstring)."""
+    from pipeline.exam.data import read_mmlu
+
+    rng = random.Random(seed)
+    cases = planted(items, seed)
+    mmlu = read_mmlu()
+    vocab = [w for item in mmlu for w in item.question.split()]
+    prose = [text for _, domain, text, _ in cases if domain == "text"]
+    for k in range(max(docs - len(prose), 0)):
+        body = [rng.choice(vocab) for _ in range(rng.randint(50, 400))]
+        if k % 100 == 0:
+            item = rng.choice(mmlu)
+            body.insert(rng.randrange(len(body)), f"{item.question} {item.choices[item.answer]}")
+        prose.append(" ".join(body))
+    code = [text for _, domain, text, _ in cases if domain == "code"]
+    stdlib = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    while len(code) < code_docs:
+        lines = rng.choice(stdlib).read_text(errors="replace").splitlines()
+        start = rng.randrange(max(len(lines) - 10, 1))
+        chunk = textwrap.dedent("\n".join(lines[start : start + rng.randint(10, 50)]))
+        code.append(f"### Function\n```python\n{chunk}\n```\n\n### Tests\n```python\nassert True\n```\n")
+    return prose, code
+
+
+def throughput(docs: int, code_docs: int, items: int, repeats: int = 3) -> None:
+    """Per-row vs batch n-gram decontamination on the same rows, pinned to one core."""
+    import polars as pl
+
+    from pipeline.curation.decontamination import exam_indexes, find_contamination, find_contamination_reference
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    index, code_index = exam_indexes(13, 20)
+    prose, code = throughput_rows(docs, code_docs, items)
+
+    print(f"one core, medians of {repeats}")
+    for label, domain, texts in (("prose", "text", prose), ("code", "code", code)):
+        frame = pl.DataFrame({"id": [str(i) for i in range(len(texts))], "domain": domain, "text": texts,
+                              "status": "kept"})  # fmt: skip
+        find_contamination(frame.head(100), index, code_index)  # compiled code is loaded, not timed
+        runs, results = {"per row": [], "batch": []}, {}
+        for _ in range(repeats):  # alternated, so that a busy spell on the machine falls on both
+            for name, check in (("per row", find_contamination_reference), ("batch", find_contamination)):
+                started = time.perf_counter()
+                results[name] = check(frame, index, code_index)
+                runs[name].append(time.perf_counter() - started)
+        times = {name: statistics.median(seconds) for name, seconds in runs.items()}
+        hits = sum(item is not None for item in results["batch"].values())
+        same = results["per row"] == results["batch"]
+        old, new = len(texts) / times["per row"], len(texts) / times["batch"]
+        print(f"{label:6} {len(texts):>7,} rows ({hits:,} hits): per row {old:>9,.0f} rows/s, batch {new:>9,.0f} "
+              f"rows/s ({new / old:.1f}x); same item for every row: {same}")  # fmt: skip
 
 
 def _threads() -> int:

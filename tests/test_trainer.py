@@ -36,14 +36,20 @@ def write_packed_text(out, documents: int = 300):
 @pytest.fixture(scope="module")
 def packed(embedded_teacher_dir, tmp_path_factory):
     """Real English text (MMLU questions) and real Python (HumanEval solutions) packed with the
-    student tokenizer into a code and a text source."""
+    student tokenizer into a code and a text source. The text source is three batches' files
+    listed in meta.json, as the chain's training mix lists them: every run below (the resumed
+    one too) reads windows across their ends."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_teacher_dir)
     documents = [item.question for item in read_mmlu()[:600]]
     code = [p.prompt + p.canonical_solution for p in read_humaneval()]
     out = tmp_path_factory.mktemp("packed")
-    shards = {"train-text": pack(documents[:550], tokenizer, out, "train-text"),
+    batches = [pack(documents[a:b], tokenizer, out / f"batch-{a}", "train-text") for a, b in ((0, 200), (200, 400),
+                                                                                            (400, 550))]  # fmt: skip
+    text = {"files": [f"batch-{a}/train-text.bin" for a in (0, 200, 400)],
+            "tokens": sum(b["tokens"] for b in batches), "documents": sum(b["documents"] for b in batches)}
+    shards = {"train-text": text,
               "train-code": pack(code, tokenizer, out, "train-code"),
               "valid-text": pack(documents[550:], tokenizer, out, "valid-text")}  # fmt: skip
     write_meta(out, str(embedded_teacher_dir), len(tokenizer), tokenizer.eos_token_id,
@@ -54,7 +60,7 @@ def packed(embedded_teacher_dir, tmp_path_factory):
 def test_packing_separates_documents_with_eos(packed):
     meta = read_meta(packed)
     windows = PackedTokens(packed, "train-text", seq_len=64, seed=0)
-    eos_count = int((windows.tokens == meta["eos_token_id"]).sum())
+    eos_count = int((np.asarray(windows.tokens) == meta["eos_token_id"]).sum())
     assert eos_count == meta["shards"]["train-text"]["documents"] == 550
     first, second = windows.next_batch(2)
     assert first.shape == (65,) and not (first == second).all()
