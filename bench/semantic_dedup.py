@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.curation.embeddings import Embedder, EmbeddingStore, row_vectors
-    from pipeline.curation.semantic import semantic_duplicates
+    from pipeline.curation.semantic_dedup import semantic_duplicates
     from pipeline.training.replay import python_docs
 
     rng = random.Random(0)
