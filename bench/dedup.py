@@ -4,21 +4,32 @@ A generated corpus (default 100,000 documents of 150-600 words, 80% prose and 20
 code) with planted near-duplicates at known word-5-gram Jaccard levels (a word: a run of
 letters and digits, as schoolhouse counts them). Every side uses the same parameters (5-word
 shingles, 14 bands x 8 rows = 112 permutations) and runs on one core, each in its own process so
-that peak memory (max RSS) is its own, from text to clusters. Prints docs/s, peak memory, and
-recall / precision of the pairs found against the planted truth at Jaccard >= 0.8.
+that peak memory (max RSS) is its own, from text to clusters. Prints docs/s (per CPU second of
+the one process: on a shared machine wall time also counts other processes' turns), peak memory,
+and recall / precision of the pairs found against the planted truth at Jaccard >= 0.8 (every
+pair inside a cluster counts for precision). `ours+J>=0.8` is the chain's rule (`minhash.assign`:
+a row joins through any partner it passed the check with), `star` the rule that joins only a
+kept row.
 
-    python bench/dedup.py [--docs 100000] [--datatrove-python PATH]
-    python bench/dedup.py --clusters [--docs 100000]
+    taskset -c 0 python bench/dedup.py [--docs 100000] [--repeats 3] [--datatrove-python PATH]
+    taskset -c 0 python bench/dedup.py --clusters [--docs 100000] [--layouts 14x8,16x7,18x6,20x5] [--repeats 3]
 
 `--clusters`: a corpus whose duplicates come as clusters (2-5 variants of one document, each
-0.8-0.9 Jaccard from it and less from each other), deduplicated the way the chain does (exact
-Jaccard check at 0.8, `minhash.assign`), for several band x row layouts: the layout is chosen on
-one seed's corpus and reported on another's. Recall: the share of variants rejected; precision:
-the share of rejected rows that are variants belonging to their own cluster.
+0.8-0.9 Jaccard from it and less from each other, plus planted pairs at 0.45-0.98 whose members
+under 0.8 are near misses), in a random priority order, deduplicated the way the chain does it
+(exact Jaccard check at 0.8, `minhash.clusters` = `minhash.assign`), for several band x row
+layouts and without the check. The layout is chosen on seed 0's corpus and every row is measured
+again on seed 1's. Recall: of the rows that have an earlier row of their own cluster at Jaccard
+>= 0.8 (what a perfect dedup rejects when a row's fate depends only on the rows before it), the
+share rejected into their own cluster. Precision: the share of rejected rows that name a kept
+row of their own cluster. Timed: signatures, band keys, bucket pairs, the check, the assignment;
+one thread (numba and polars), the best of `--repeats` runs. The last columns replay the checked
+pairs under the star rule, a one-row-in-between limit, and no limit (the library's rule).
 
-Needs `pip install datasketch rensa` (not dependencies of the project). With `--datatrove-python`
-(the interpreter of an environment with `datatrove[processing]`), datatrove's MinHash stages run
-on the same corpus too (see bench/datatrove_minhash.py).
+Needs `pip install datasketch rensa` for those peers (skipped when absent; not dependencies of
+the project). With `--datatrove-python` (the interpreter of an environment with
+`datatrove[processing]`), datatrove's MinHash stages run on the same corpus too (see
+bench/datatrove_minhash.py).
 """
 
 from __future__ import annotations
@@ -384,13 +395,13 @@ def main() -> None:
           + ", ".join(f"{q:.2f}" for q in np.quantile(levels, [0, 0.25, 0.5, 0.75, 1])) + " (quartiles); "
           f"{len(truth):,} pairs at >= 0.8")  # fmt: skip
 
-    print(f"\n{'method':<14} {'seconds':>8} {'docs/s':>9} {'peak MiB':>9} {'recall':>7} {'precision':>9}")
+    print(f"\n{'method':<17} {'seconds':>8} {'docs/s':>9} {'peak MiB':>9} {'recall':>7} {'precision':>9}")
     results = {}
 
     def report(name: str, seconds: float, labels: np.ndarray, rss_kib: int) -> None:
         results[name] = seconds
         recall, precision = score(labels, texts, truth)
-        print(f"{name:<14} {seconds:>8.1f} {len(texts) / seconds:>9,.0f} {rss_kib / 1024:>9,.0f} "
+        print(f"{name:<17} {seconds:>8.1f} {len(texts) / seconds:>9,.0f} {rss_kib / 1024:>9,.0f} "
               f"{recall:>7.3f} {precision:>9.3f}", flush=True)  # fmt: skip
 
     import importlib.util

@@ -40,7 +40,7 @@ _WORD_BYTES[65:91] += 32
 
 @dataclass(frozen=True)
 class MinHashParams:
-    bands: int = 16  # 16 x 7: 0.996 of clustered variants at Jaccard >= 0.8 (14 x 8: 0.984), bench/dedup.py
+    bands: int = 16  # 16 x 7: recall 0.998 on clusters of variants (14 x 8: 0.989), bench/dedup.py --clusters
     rows: int = 7
     shingle_words: int = 5
     seed: int = 1
