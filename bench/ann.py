@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DIMENSIONS = 384
-CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH, K = 16, 128, 128, 16
+K = 16  # neighbours asked per query, as pipeline.curation.semantic_dedup asks
+CONNECTIVITY = EXPANSION_ADD = EXPANSION_SEARCH = 0  # the pipeline's (pipeline.curation.ann) unless told
 THRESHOLDS = (0.85, 0.90, 0.95)
 LIBRARIES = ("usearch-bf16", "usearch-i8", "usearch-f32", "faiss-hnsw", "faiss-ivf", "hnswlib", "VectorIndex")
 MODULE = {"usearch": "usearch", "faiss": "faiss", "hnswlib": "hnswlib", "VectorIndex": "usearch"}
@@ -268,6 +269,17 @@ def opened(name: str, path: Path, rows: int, threads: int):
     return search, "full load", probe
 
 
+def configure(args: argparse.Namespace) -> None:
+    """The HNSW parameters of every candidate (and of the pipeline's module, for VectorIndex)."""
+    global CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH
+    from pipeline.curation import ann
+
+    for name in ("CONNECTIVITY", "EXPANSION_ADD", "EXPANSION_SEARCH"):
+        value = getattr(args, name.lower()) or getattr(ann, name)
+        globals()[name] = value
+        setattr(ann, name, value)
+
+
 def worker(args: argparse.Namespace) -> None:
     data = Path(args.data)
     path = data / f"{args.worker}.index"
@@ -303,7 +315,8 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_phase(name: str, phase: str, data: Path, args: argparse.Namespace) -> dict | str:
     command = [sys.executable, __file__, "--worker", name, "--phase", phase, "--data", str(data),
-               "--threads", str(args.threads), "--repeats", str(args.repeats)]  # fmt: skip
+               "--threads", str(args.threads), "--repeats", str(args.repeats), "--connectivity", str(CONNECTIVITY),
+               "--expansion-add", str(EXPANSION_ADD), "--expansion-search", str(EXPANSION_SEARCH)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         return f"failed ({(done.stderr.strip().splitlines() or ['exit ' + str(done.returncode)])[-1][:80]})"
@@ -375,10 +388,14 @@ def main() -> None:
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
     parser.add_argument("--threads", type=int, default=1, help="threads for building and searching (default 1)")
     parser.add_argument("--repeats", type=int, default=0, help="query repeats, the median (default: 3 up to 20k rows)")
+    parser.add_argument("--connectivity", type=int, default=0, help="HNSW links per row (default: the pipeline's)")
+    parser.add_argument("--expansion-add", type=int, default=0, help="candidates kept while adding")
+    parser.add_argument("--expansion-search", type=int, default=0, help="... while searching")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.libraries = [n for n in args.libraries.split(",") if n]
+    configure(args)
     if args.worker:
         worker(args)
         return
