@@ -53,14 +53,19 @@ def later_batches(names: list[str]) -> dict:
     return {"later_batches_to_rerun": dg.MetadataValue.json(names)} if names else {}
 
 
+def dedup_index(schoolhouse: Schoolhouse) -> DedupIndex:
+    cfg = schoolhouse.settings.curation
+    params = MinHashParams(bands=cfg.minhash_bands, rows=cfg.minhash_rows, shingle_words=cfg.shingle_words)
+    return DedupIndex(schoolhouse.path("curation_index", "minhash"), params)
+
+
 @dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
 def deduped(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             curated: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Exact, then MinHash near-duplicates of the batch against every earlier batch of its domain
     (their keys in the dedup index, which grows by one file per batch); earlier batches win."""
     cfg = schoolhouse.settings.curation
-    params = MinHashParams(bands=cfg.minhash_bands, rows=cfg.minhash_rows, shingle_words=cfg.shingle_words)
-    index = DedupIndex(schoolhouse.path("curation_index", "minhash"), params)
+    index = dedup_index(schoolhouse)
     _, domain = batch_parts(context.partition_key)
     with dedup_lock(index, domain):
         frame, stats = dedup_batch(curated, index, curated_texts(schoolhouse.path("tables", "curated")),
@@ -186,12 +191,11 @@ def no_exact_duplicates(context: dg.AssetCheckExecutionContext, schoolhouse: Sch
     earlier batch of its domain (a fresh look-up in the dedup index)."""
     kept = decontaminated.filter(KEPT).select("id", text_hash().alias("hash"))
     within = kept.height - kept["hash"].n_unique()
-    cfg = schoolhouse.settings.curation
-    index = DedupIndex(schoolhouse.path("curation_index", "minhash"),
-                       MinHashParams(bands=cfg.minhash_bands, rows=cfg.minhash_rows, shingle_words=cfg.shingle_words))
+    index = dedup_index(schoolhouse)
     batch = str(context.partition_key)
     earlier = [b for b in index.batches(batch_parts(batch)[1]) if b < batch]
-    repeats = index.scan(earlier).filter(pl.col("hash").is_in(kept["hash"].implode())).select(pl.len()).collect().item()
+    repeats = index.scan(earlier).filter(pl.col("hash").is_in(kept["hash"].implode())).select(pl.len())
+    repeats = repeats.collect(engine="streaming").item()  # the earlier hashes are read, never held
     return dg.AssetCheckResult(passed=within == 0 and repeats == 0,
                                metadata={"duplicate_kept_rows": within, "repeats_of_earlier_batches": repeats})
 

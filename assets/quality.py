@@ -14,7 +14,7 @@ from assets.metadata import bar_chart, png_file, preview, table
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
 from pipeline.curation.batch_files import StampedBatchFiles
-from pipeline.curation.embeddings import Embedder, row_vectors
+from pipeline.curation.embeddings import EmbeddingStore, row_vectors
 from pipeline.curation.quality_classifier import (
     MIN_LABELS,
     HeadStore,
@@ -68,17 +68,22 @@ def quality_labels(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     })  # fmt: skip
 
 
+# Labels grow with every batch; a head is refitted once they have grown by a tenth since the last
+# one, so a 2,000-batch run (1M labels at 500 a batch) fits ~150 heads, not 2,000, and a batch
+# run that reuses the head reads the labels alone, not their vectors.
+RETRAIN_GROWTH = 1.1
+
+
 @dg.asset(group_name="curation", kinds={"scikitlearn"}, pool="shared_tables")
 def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
                        quality_labels: pl.DataFrame) -> dg.Output[Path]:  # fmt: skip
     """A ridge regression head on the row embeddings, trained on every batch's labels so far (each
     batch run brings it up to date before scoring; one run at a time, pool `shared_tables`),
     with held-out MAE, F1 at `curation.quality_threshold` and a confusion matrix; a new version
-    folder whenever the labels grow, the latest reused when they did not."""
+    folder when the labels have grown by a tenth (or the embedder or threshold changed), the
+    latest reused otherwise."""
     cfg = schoolhouse.settings.curation
     labeled = quality_labels.filter(pl.col("status") == LABELED)
-    embedder, matrix = labeled_vectors(schoolhouse, labeled)
-    x = features(matrix, labeled["domain"].to_list())
     y = labeled["score"].to_numpy()
     store = HeadStore(schoolhouse.path("quality", "classifier"))
     if len(y) < MIN_LABELS:  # the first batches of a small run: their rows wait unscored
@@ -86,10 +91,17 @@ def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhou
                             "scored (judge more rows per batch: curation.quality_sample)", len(y), MIN_LABELS)
         store.folder.mkdir(parents=True, exist_ok=True)
         return dg.Output(store.folder, metadata={"version": "none", "labels": len(y), "labels_needed": MIN_LABELS})
-    made_of = fingerprint(labeled, embedder.identity, cfg.quality_threshold)
+    vectors = embedding_store(schoolhouse)
+    made_of = fingerprint(labeled, vectors.embedder.identity, cfg.quality_threshold)
     head = store.latest()
-    if head is None or head.fingerprint != made_of:
-        head = train(x, y, embedder.identity, cfg.quality_threshold, seed=schoolhouse.settings.generation.seed)
+    same_setup = head is not None and (head.embedding, head.held_out.threshold) == (vectors.embedder.identity,
+                                                                                     cfg.quality_threshold)
+    if same_setup and head.fingerprint != made_of and len(y) < RETRAIN_GROWTH * head.held_out.labels:
+        context.log.info("quality classifier %s kept: %d labels now, %d when it was trained (a new head at %.0f%% "
+                         "more)", head.version, len(y), head.held_out.labels, 100 * (RETRAIN_GROWTH - 1))
+    elif not same_setup or head.fingerprint != made_of:
+        x = features(labeled_vectors(schoolhouse, vectors, labeled), labeled["domain"].to_list())
+        head = train(x, y, vectors.embedder.identity, cfg.quality_threshold, seed=schoolhouse.settings.generation.seed)
         head.fingerprint = made_of
         head.label_counts = dict(labeled.group_by("domain").len().iter_rows())
         title = f"held out: MAE {head.held_out.mae:.2f} (mean {head.held_out.baseline_mae:.2f}), {len(y)} labels"
@@ -109,11 +121,10 @@ def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhou
     })  # fmt: skip
 
 
-def labeled_vectors(schoolhouse: Schoolhouse, labeled: pl.DataFrame) -> tuple[Embedder, np.ndarray]:
-    """(the embedder, each labeled row's vector in `labeled`'s order). A batch's labeled vectors are
-    kept beside the labels (`quality/labeled/<date>/<domain>.parquet`) the first time they are
-    read, so training reads the labels' vectors, never a batch's whole embeddings file again."""
-    store = embedding_store(schoolhouse)
+def labeled_vectors(schoolhouse: Schoolhouse, store: EmbeddingStore, labeled: pl.DataFrame) -> np.ndarray:
+    """Each labeled row's vector, in `labeled`'s order. A batch's labeled vectors are kept beside
+    the labels (`quality/labeled/<date>/<domain>.parquet`) the first time they are read, so
+    training reads the labels' vectors, never a batch's whole embeddings file again."""
     cache = StampedBatchFiles(schoolhouse.path("quality", "labeled"), {"model": store.embedder.identity,
                                                                        "passage_words": store.passage_words})
     parts = []
@@ -125,9 +136,9 @@ def labeled_vectors(schoolhouse: Schoolhouse, labeled: pl.DataFrame) -> tuple[Em
             cache.save(batch, have)
         parts.append(have)
     if not parts:
-        return store.embedder, np.zeros((0, store.embedder.dimensions), np.float32)
+        return np.zeros((0, store.embedder.dimensions), np.float32)
     vectors = labeled.select("id").join(pl.concat(parts).unique("id"), on="id", how="left", maintain_order="left")
-    return store.embedder, vectors["vector"].to_numpy()
+    return vectors["vector"].to_numpy()
 
 
 @dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)

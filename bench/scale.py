@@ -147,13 +147,8 @@ def step_this_design(step: str, work: Path, k: int) -> dict:
         index = SemanticIndex(work / "index" / "semantic", "text", DIMENSIONS, {"model": "random"})
         out, stats = semantic_dedup_batch(deduped, rows["id"].to_list(), vectors, index, 0.9)
         return {"rejected": stats.rejected, "index_rows": stats.index_size}
-    if step == "decontamination":
-        from pipeline.curation.decontamination import exam_indexes, find_contamination
-
-        hits = find_contamination(rows, *exam_indexes(13, 20))
-        return {"contaminated": sum(v is not None for v in hits.values())}
-    if step == "quality":
-        return {"scored": int(quality_head().predict(vectors).size)}
+    if step in ("decontamination", "quality"):
+        return row_step(step, rows, vectors)
     if step == "tokens":
         from pipeline.settings import TrainingSettings
         from pipeline.teacher.weights import embedded_teacher
@@ -184,13 +179,8 @@ def step_design_before(step: str, work: Path, k: int) -> dict:
     if step == "semantic":
         representative = kmeans_semantic_duplicates(vectors, 0.9)
         return {"rejected": int((representative != np.arange(len(vectors))).sum())}
-    if step == "decontamination":
-        from pipeline.curation.decontamination import exam_indexes, find_contamination
-
-        hits = find_contamination(rows, *exam_indexes(13, 20))
-        return {"contaminated": sum(v is not None for v in hits.values())}
-    if step == "quality":
-        return {"scored": int(quality_head().predict(vectors).size)}
+    if step in ("decontamination", "quality"):
+        return row_step(step, rows, vectors)
     if step == "tokens":
         from pipeline.settings import TrainingSettings
         from pipeline.teacher.weights import embedded_teacher
@@ -200,6 +190,15 @@ def step_design_before(step: str, work: Path, k: int) -> dict:
                                     work / "mix-before")  # fmt: skip
         return {"train_tokens": shards["train-text"]["tokens"]}
     raise ValueError(step)
+
+
+def row_step(step: str, rows, vectors: np.ndarray) -> dict:
+    """The steps that look at each row alone, the same in both designs: only the rows differ."""
+    if step == "decontamination":
+        from pipeline.curation.decontamination import contamination_hits, exam_indexes
+
+        return {"contaminated": contamination_hits(rows, *exam_indexes(13, 20)).height}
+    return {"scored": int(quality_head().predict(vectors).size)}
 
 
 def batch_number(batch: str) -> int:

@@ -1,9 +1,6 @@
 """The batch decontamination (n-grams hashed and looked up in compiled code, only hits matched
 word by word) names the same exam item for every row as the one-row matching it replaced."""
 
-import builtins
-import keyword
-import re
 import textwrap
 from collections import Counter
 
@@ -24,6 +21,7 @@ from pipeline.curation.decontamination import (
     words,
 )
 from pipeline.exam.data import read_humaneval, read_mmlu
+from tests.test_curation import EXERCISE, renamed_copy
 
 
 def old_text_match(index, text):
@@ -65,22 +63,8 @@ def old_find(frame, index, code_index):
     return out
 
 
-def renamed_copy(source: str) -> str:
-    names: dict[str, str] = {}
-
-    def rename(match):
-        word = match.group(0)
-        if word in keyword.kwlist or word in dir(builtins):
-            return word
-        return names.setdefault(word, f"thing_{len(names)}")
-
-    return re.sub(r"\b[A-Za-z_]\w*\b", rename, source)
-
-
 PROSE = ("Photosynthesis is the process by which green plants use sunlight to turn water and carbon dioxide "
          "into sugar and oxygen. The leaves hold chlorophyll, a pigment that absorbs red and blue light.")  # fmt: skip
-EXERCISE = ('### Function\n```python\ndef double(x: int) -> int:\n    """Twice x."""\n    return 2 * x\n```\n\n'
-            "### Tests\n```python\nassert double(2) == 4\nassert double(-1) == -2\n```\n")  # fmt: skip
 PRIME = ('def is_prime(n: int) -> bool:\n    """Whether n is prime."""\n    if n < 2:\n        return False\n'
          '    for k in range(2, int(n ** 0.5) + 1):\n        if n % k == 0:\n            return False\n'
          '    return True\n')  # fmt: skip

@@ -91,7 +91,7 @@ class TokenFiles:
 def shard_tokens(data_dir: Path, split: str, meta: dict) -> np.ndarray | TokenFiles:
     """A shard's tokens: its own `<split>.bin`, or the `files` its entry in meta.json lists."""
     files = meta["shards"].get(split, {}).get("files")
-    if not files:
+    if files is None:
         return np.memmap(Path(data_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
     missing = [f for f in files if not (Path(data_dir) / f).is_file()]
     if missing:
