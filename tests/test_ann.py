@@ -210,24 +210,3 @@ def test_sigkill_during_saves_leaves_a_whole_index(tmp_path, data):
     assert len(index) % 500 == 0 and len(index) >= saved * 500
     rows = len(index)
     assert pairs(*index.search(queries, 8)) == pairs(*exact_search(np.arange(rows), base[:rows], queries, 8))
-
-
-def test_reads_the_layout_before_index_json(tmp_path, data):
-    from usearch.index import Index
-
-    base, queries = data
-    folder = tmp_path / "index"
-    folder.mkdir()
-    for name, keys in [("sealed-0000.usearch", np.arange(1000)), ("open.usearch", np.arange(1000, 1500))]:
-        old = Index(ndim=D, metric="cos", dtype="i8", connectivity=16)
-        old.add(keys.astype(np.uint64), base[keys], threads=1)
-        old.save(str(folder / name))
-    (folder / "shards.json").write_text(json.dumps({"dimensions": D, "sealed": [
-        {"file": "sealed-0000.usearch", "first": 0, "last": 999}]}))  # fmt: skip
-    index = VectorIndex.open(folder, D)
-    assert len(index) == 1500
-    assert index.search(base[[5, 1200]], 1)[0][:, 0].tolist() == [5, 1200]
-    index.add(np.arange(1500, 1600), base[1500:1600])
-    index.save()
-    assert not (folder / "shards.json").exists() and not (folder / "open.usearch").exists()
-    assert len(VectorIndex.open(folder, D)) == 1600

@@ -159,3 +159,13 @@ def test_token_shards_appended_per_batch_read_as_one_and_resume(tmp_path, embedd
     resumed.load_state_dict(state)
     for _ in range(5):
         assert np.array_equal(resumed.read(resumed.next_step()), first.read(first.next_step()))
+
+
+def test_an_ann_index_of_another_embedding_model_is_refused_by_name(tmp_path):
+    batches = corpus(6, per_batch=10)
+    ids = pl.concat(batches).sort("batch", "id")["id"].to_list()
+    vectors = planted_vectors(6, len(ids))
+    first = SemanticIndex(tmp_path, "text", vectors.shape[1], {"model": "one"})
+    semantic_dedup_batch(batches[0], ids, vectors, first, 0.9)
+    with pytest.raises(ValueError, match="holds vectors of .*one.*the embedding model changed"):
+        SemanticIndex(tmp_path, "text", vectors.shape[1], {"model": "another"})

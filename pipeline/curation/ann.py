@@ -43,7 +43,7 @@ SCALARS = "bf16"
 SHARD_ROWS = 1_000_000
 SEARCH_THREADS = 0  # all cores
 MANIFEST = "index.json"
-_FILE = re.compile(r"(open|sealed)(-[0-9a-f]{12}|-[0-9]{4})?\.usearch|shards\.json")  # ours, old layout too
+_FILE = re.compile(r"(open|sealed)-[0-9a-f]{12}\.usearch")  # the shard files this index writes
 
 
 def _new_index(dimensions: int):
@@ -95,13 +95,9 @@ class VectorIndex:
         self.views: list = []  # the sealed shards, memory-mapped, in the same order
         if folder is None:
             return
-        if (folder / MANIFEST).exists():
-            manifest = json.loads((folder / MANIFEST).read_text())
-        elif (folder / "shards.json").exists():  # the layout before index.json (8-bit shards: still read)
-            manifest = json.loads((folder / "shards.json").read_text())
-            manifest["open"] = "open.usearch" if (folder / "open.usearch").exists() else None
-        else:
+        if not (folder / MANIFEST).exists():
             return
+        manifest = json.loads((folder / MANIFEST).read_text())
         if manifest["dimensions"] != dimensions:
             raise ValueError(f"{folder} holds {manifest['dimensions']}-d vectors, not {dimensions}-d: the "
                              "embedding model changed; remove the folder to index again")  # fmt: skip

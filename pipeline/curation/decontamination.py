@@ -177,14 +177,12 @@ def _word_windows(data, offsets, word_bytes, n, m, bits_n, table_n, shift_n, bit
     """Every window of n words and of m words of every text, by a rolling polynomial over word
     hashes (FNV-1a, then murmur3's finalizer): with `collect` every window is returned, else only
     those whose hash is in the table. Returns hits (doc, first word, kind 0 for n / 1 for m), the
-    hashes, each text's word count and whether it holds a character whose lower case is an ASCII
-    letter (U+0130, U+212A), where Python's words and these bytes' would differ. A text's windows
+    hashes and each text's word count. A text's windows
     are looked up together, in a loop of independent probes the processor overlaps."""
     docs = offsets.size - 1
     hits = np.empty((64, 3), dtype=np.int64)
     values = np.empty(64, dtype=np.uint64)
     counts = np.zeros(docs, dtype=np.int64)
-    special = np.zeros(docs, dtype=np.bool_)
     longest = 0
     for d in range(docs):
         longest = max(longest, offsets[d + 1] - offsets[d])
@@ -198,31 +196,9 @@ def _word_windows(data, offsets, word_bytes, n, m, bits_n, table_n, shift_n, bit
     top_m = np.uint64(1)
     for _ in range(m):
         top_m *= _BASE
-    one, zero = np.uint64(1), np.uint64(0)
     k = 0
     for d in range(docs):
-        count = 0
-        h = _FNV_OFFSET
-        in_word = zero
-        before, last = np.uint8(0), np.uint8(0)  # the two bytes before this one
-        odd = False
-        for i in range(offsets[d], offsets[d + 1]):  # no branch per byte: a word's end is not predictable
-            b = data[i]
-            c = np.uint64(word_bytes[b])
-            word[count] = h  # kept only where a word ends
-            letter = np.uint64(c != zero)
-            count += in_word & (one - letter)
-            keep = zero - letter
-            h = (((h ^ c) * _BASE) & keep) | (_FNV_OFFSET & ~keep)
-            in_word = letter
-            odd |= ((b == 0xB0) & (last == 0xC4)) | ((b == 0xAA) & (last == 0x84) & (before == 0xE2))
-            before, last = last, b
-        if in_word:
-            word[count] = h
-            count += 1
-        for j in range(count):
-            word[j] = minhash._finalize(word[j])
-        special[d] = odd
+        count = minhash.word_hashes(data, offsets[d], offsets[d + 1], word_bytes, word)
         counts[d] = count
         window_n = np.uint64(0)
         window_m = np.uint64(0)
@@ -247,7 +223,7 @@ def _word_windows(data, offsets, word_bytes, n, m, bits_n, table_n, shift_n, bit
                 if found_m[j]:
                     hits, values = _push(hits, values, k, d, j - m + 1, 1, value_m[j])
                     k += 1
-    return hits[:k], values[:k], counts, special
+    return hits[:k], values[:k], counts
 
 
 # A byte's value in a decontamination word (`[a-z0-9]+` of the lower-cased text), 0 for a separator:
@@ -265,8 +241,20 @@ def _scan(texts: list[str] | pl.Series, n: int, m: int, grams: _HashSet | None =
     collect = grams is None and heads is None
     empty = _HashSet(np.zeros(0, dtype=np.uint64))
     grams, heads = grams or empty, heads or empty
-    return _word_windows(data, offsets, _WORD_BYTES, n, m, grams.bits, grams.table, grams.shift,
-                         heads.bits, heads.table, heads.shift, collect)  # fmt: skip
+    hits, values, counts = _word_windows(data, offsets, _WORD_BYTES, n, m, grams.bits, grams.table, grams.shift,
+                                         heads.bits, heads.table, heads.shift, collect)  # fmt: skip
+    return hits, values, counts, _special(data, offsets)
+
+
+def _special(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Which texts hold a character whose lower case is an ASCII letter (U+0130 and U+212A, as
+    UTF-8 bytes C4 B0 and E2 84 AA), where Python's words and these bytes' would differ."""
+    ends = np.flatnonzero(((data[1:] == 0xB0) & (data[:-1] == 0xC4)) |
+                          np.concatenate([[False], (data[2:] == 0xAA) & (data[1:-1] == 0x84) & (data[:-2] == 0xE2)])
+                          if data.size > 1 else np.zeros(0, dtype=bool))  # fmt: skip
+    special = np.zeros(offsets.size - 1, dtype=bool)
+    special[np.searchsorted(offsets, ends + 1, side="right") - 1] = True
+    return special
 
 
 class CodeIndex:

@@ -78,6 +78,30 @@ def _finalize(h):  # murmur3's 64-bit finalizer: FNV's low bits alone mix poorly
 
 
 @numba.njit(cache=True, nogil=True)
+def word_hashes(data, start, end, word_bytes, word):
+    """The hashes of the words of data[start:end] into `word` (FNV-1a over a word's bytes as
+    `word_bytes` maps them, 0 separating words, then murmur3's finalizer); how many there are."""
+    one, zero = np.uint64(1), np.uint64(0)
+    count = 0
+    h = _FNV_OFFSET
+    in_word = zero
+    for i in range(start, end):  # no branch per byte: a word's end is not predictable
+        c = np.uint64(word_bytes[data[i]])
+        word[count] = h  # kept only where a word ends
+        letter = np.uint64(c != zero)
+        count += in_word & (one - letter)
+        keep = zero - letter
+        h = (((h ^ c) * _SHINGLE_BASE) & keep) | (_FNV_OFFSET & ~keep)
+        in_word = letter
+    if in_word:
+        word[count] = h
+        count += 1
+    for j in range(count):
+        word[j] = _finalize(word[j])
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
 def _shingle_hashes(data, offsets, n, word_bytes):
     docs = offsets.size - 1
     out = np.empty(data.size // 2 + docs + 1, dtype=np.uint64)  # at most one word per two bytes
@@ -90,26 +114,11 @@ def _shingle_hashes(data, offsets, n, word_bytes):
     weight[n - 1] = np.uint64(1)
     for j in range(n - 2, -1, -1):
         weight[j] = weight[j + 1] * _SHINGLE_BASE
-    one, zero = np.uint64(1), np.uint64(0)
+    zero = np.uint64(0)
     k = 0
     for d in range(docs):
         starts[d] = k
-        count = 0
-        h = _FNV_OFFSET
-        in_word = zero
-        for i in range(offsets[d], offsets[d + 1]):  # no branch per byte: a word's end is not predictable
-            c = word_bytes[data[i]]
-            word[count] = h  # kept only where a word ends
-            letter = np.uint64(c != zero)
-            count += in_word & (one - letter)
-            keep = zero - letter
-            h = (((h ^ c) * _SHINGLE_BASE) & keep) | (_FNV_OFFSET & ~keep)
-            in_word = letter
-        if in_word:
-            word[count] = h
-            count += 1
-        for j in range(count):
-            word[j] = _finalize(word[j])
+        count = word_hashes(data, offsets[d], offsets[d + 1], word_bytes, word)
         if count >= n:  # each window: sum of word hash * base^(words after it), independent of the others
             for j in range(count - n + 1):
                 window = zero

@@ -17,6 +17,7 @@ belongs to. That fate depends only on earlier rows, so batch by batch equals all
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import numba
 import numpy as np
 import polars as pl
 
+from pipeline import atomic
 from pipeline.curation.ann import VectorIndex
 from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.rows import KEPT, reject
@@ -75,6 +77,12 @@ class SemanticIndex(StampedBatchFiles):
     def __init__(self, folder: Path, domain: str, dimensions: int, stamp: dict):
         super().__init__(folder, stamp)
         self.domain = domain
+        made_with = folder / domain / "stamp.json"
+        if made_with.exists() and json.loads(made_with.read_text()) != stamp:
+            raise ValueError(f"the ANN index {folder / domain} holds vectors of {json.loads(made_with.read_text())}, "
+                             f"not {stamp}: the embedding model changed; re-run dedup by meaning of every batch "
+                             "from the first, in order, into an empty folder")  # fmt: skip
+        atomic.write_json(made_with, stamp, "the ANN index's stamp")
         self.vectors = VectorIndex.open(folder / domain, dimensions)
 
     def batches(self) -> list[str]:
