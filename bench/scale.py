@@ -18,7 +18,7 @@ The design before: the same steps over every row so far (dedup from an empty ind
 k-means over all vectors as it was, decontamination of every row, the whole mix packed again).
 
     python bench/scale.py            # batches of 100k up to 1M rows (the before-design at 4 sizes)
-    python bench/scale.py --quick    # batches of 10k up to 100k rows, under a few minutes
+    python bench/scale.py --quick    # batches of 10k up to 100k rows (~11 min on 2 cores)
 
 Prints a table per step and design, writes `scale.png` and `scale.json` into --out, and ends
 with `growth: time T memory M`: the cost of adding a batch to the largest corpus over the cost at
