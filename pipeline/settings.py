@@ -153,6 +153,10 @@ class CurationSettings(_Settings):
     verify_jaccard: float = Field(0.8, ge=0, le=1, description="Check LSH pairs' true Jaccard (0 = off: every "
                                   "pair sharing a bucket counts).")
     min_kept_rows: int = Field(1, ge=0, description="Blocking check: fewer kept rows stop the run.")
+    min_kept_share: float = Field(
+        0.0, ge=0, le=1, description="Blocking check: a batch that keeps a smaller share of its rows stops the run "
+        "(a teacher, a prompt or a rule gone wrong; 0 = off).",
+    )
     sandbox_timeout_s: float = Field(10.0, gt=0, description="Wall time per code row's tests.")
     sandbox: SandboxMode = Field(
         SandboxMode.isolated,
