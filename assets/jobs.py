@@ -3,9 +3,13 @@ experiments' three steps (prepare, each arm, report) as jobs to launch."""
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
+from assets.launch import PROFILE_TAG
 from assets.partitions import DOMAINS, batch_key
+from assets.resources import PROFILE_ENV
 
 # A batch is generated, curated against every earlier batch and packed into token shards in one
 # run; `quality_classifier` (all labels so far) comes up to date inside it, before the scores.
@@ -25,6 +29,14 @@ train_and_release = dg.define_asset_job(
 )
 
 
+def deployment_profile() -> dict:
+    """What a scheduled run request carries: the deployment's profile ($SCHOOLHOUSE_PROFILE, read
+    when the schedule ticks), in its run config and as a tag the runs list shows."""
+    profile = os.environ.get(PROFILE_ENV, "demo")
+    return {"run_config": {"resources": {"schoolhouse": {"config": {"profile": profile}}}},
+            "tags": {PROFILE_TAG: profile}}  # fmt: skip
+
+
 def _daily_batch(domain: str) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=f"daily_{domain}_batch",
@@ -37,12 +49,12 @@ def _daily_batch(domain: str) -> dg.ScheduleDefinition:
     def schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         date = context.scheduled_execution_time.strftime("%Y-%m-%d")
         key = batch_key(date, domain)
-        return dg.RunRequest(run_key=str(key), partition_key=key)
+        return dg.RunRequest(run_key=str(key), partition_key=key, **deployment_profile())
 
     return schedule
 
 
-weekly_train_and_release = dg.ScheduleDefinition(
+@dg.schedule(
     name="weekly_train_and_release",
     job=train_and_release,
     cron_schedule="0 6 * * 0",
@@ -50,6 +62,9 @@ weekly_train_and_release = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Every Sunday: train on all batches so far, sit the exam, release.",
 )
+def weekly_train_and_release(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    week = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=f"train-{week}", **deployment_profile())
 
 prepare_experiment = dg.define_asset_job(
     "prepare_experiment",

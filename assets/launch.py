@@ -17,6 +17,8 @@ import dagster as dg
 
 from pipeline.settings import Executor, OrchestrationSettings
 
+PROFILE_TAG = "schoolhouse/profile"  # every run says which profile it used (the runs list shows it)
+
 
 def execution_config(cfg: OrchestrationSettings) -> dict:
     """The run config's `execution` part for the profile's executor."""
@@ -67,7 +69,9 @@ def launch(instance: dg.DagsterInstance, job_name: str, overrides: dict, cfg: Or
     """One run of `job_name` with the schoolhouse resource's overrides, recorded in `instance` (a
     persistent one: the steps' processes report to it); it returns when the run has ended."""
     run_config = {"resources": {"schoolhouse": {"config": overrides}}, "execution": {"config": execution_config(cfg)}}
-    tags = {"dagster/partition": str(partition_key)} if partition_key is not None else None
+    tags = {PROFILE_TAG: str(overrides.get("profile", "demo"))}
+    if partition_key is not None:
+        tags["dagster/partition"] = str(partition_key)
     selection = [dg.AssetKey(name) for name in assets] if assets else None
     with dg.execute_job(dg.reconstructable(JOBS[job_name]), instance=instance, run_config=run_config, tags=tags,
                         asset_selection=selection, raise_on_error=False) as result:  # fmt: skip

@@ -50,6 +50,9 @@ ExperimentOverrides = _overrides_of(s.ExperimentSettings, "experiments")
 OrchestrationOverrides = _overrides_of(s.OrchestrationSettings, "orchestration")
 
 
+PROFILE_ENV = "SCHOOLHOUSE_PROFILE"  # the deployment's profile (assets/definitions.py)
+
+
 class Schoolhouse(dg.ConfigurableResource):
     """The profile for this run, with any single value overridden."""
 
@@ -70,6 +73,8 @@ class Schoolhouse(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Runs before the first step: a bad profile or value fails the run before any work.
         self._settings = self.resolve()
+        if context.log is not None:
+            context.log.info(f"profile {self.profile}")
 
     def resolve(self) -> s.Settings:
         overrides = {stage: getattr(self, stage).model_dump() for stage in s.STAGES}

@@ -369,26 +369,44 @@ def profile_values(profile: str, _seen: tuple[str, ...] = ()) -> dict[str, dict[
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a profile is a mapping of stage -> values")
-    unknown = sorted(set(values) - set(STAGES) - {"extends"})
+    unknown = sorted(set(values) - set(STAGES) - {"extends", "required"})
     if unknown:
-        raise ConfigError(f"{path}: unknown stage {', '.join(unknown)} (one of {', '.join(STAGES)}, extends)")
+        raise ConfigError(f"{path}: unknown stage {', '.join(unknown)} (one of {', '.join(STAGES)}, extends, "
+                          "required)")  # fmt: skip
     base = profile_values(str(values["extends"]), (*_seen, str(path))) if "extends" in values else {}
-    merged = {}
+    merged: dict[str, Any] = {}
     for stage in STAGES:
         section = values.get(stage) or {}
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {stage} must be a mapping of field -> value")
         merged[stage] = {**base.get(stage, {}), **section}
+    merged["required"] = [*base.get("required", []), *values.get("required", [])]
     return merged
 
 
-def resolve(profile: str, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
-    """Profile values, then the run's overrides (None means "keep the profile's value")."""
+def _missing(values: dict[str, Any], chosen: dict[str, dict[str, Any]]) -> list[str]:
+    """The profile's `required` fields that neither a profile file nor an override sets."""
+    missing = []
+    for name in values["required"]:
+        stage, _, field = name.partition(".")
+        if field not in values.get(stage, {}) and field not in chosen.get(stage, {}):
+            model = Settings.model_fields[stage].annotation
+            missing.append(f"{name} ({model.model_fields[field].description.rstrip('.')})")
+    return missing
+
+
+def resolve(profile: str, overrides: dict[str, dict[str, Any]] | None = None, complete: bool = True) -> Settings:
+    """Profile values, then the run's overrides (None means "keep the profile's value").
+    `complete`: the profile's `required` fields must be set (False: a tool that uses none of them)."""
     values = profile_values(profile)
+    chosen = {stage: {k: v for k, v in (overrides or {}).get(stage, {}).items() if v is not None} for stage in STAGES}
+    missing = _missing(values, chosen) if complete else []
+    if missing:
+        raise ConfigError(f"profile {profile} needs your values for: {'; '.join(missing)}. Set them in a profile "
+                          f"file that starts with `extends: {profile}`, or with --set stage.field=value")  # fmt: skip
     merged: dict[str, Any] = {"profile": profile}
     for stage in STAGES:
-        chosen = {k: v for k, v in (overrides or {}).get(stage, {}).items() if v is not None}
-        merged[stage] = {**values[stage], **chosen}
+        merged[stage] = {**values[stage], **chosen[stage]}
     try:
         return Settings.model_validate(merged)
     except ValidationError as error:

@@ -81,7 +81,7 @@ def test_a_days_batches_run_at_once_on_the_multiprocess_executor(teacher_url, ar
     import shutil
     from pathlib import Path
 
-    from assets.demo import run_batches
+    from assets.runs import run_batches
 
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
@@ -90,7 +90,7 @@ def test_a_days_batches_run_at_once_on_the_multiprocess_executor(teacher_url, ar
     overrides = {"profile": "demo", "teacher": {"mode": "url", "urls": [teacher_url]},
                  "generation": {"samples_per_domain": 3, "max_tokens": 256}}  # fmt: skip
     generation = ["topics", "prompts", "generations", "curated", "quality_labels"]
-    results = run_batches(instance, overrides, "2026-11-22", generation)
+    results = run_batches(instance, overrides, ["2026-11-22"], generation)
     assert [r.success for r in results] == [True, True]
     records = [instance.get_run_record_by_id(r.run_id) for r in results]
     (first_start, first_end), (second_start, second_end) = [(r.start_time, r.end_time) for r in records]

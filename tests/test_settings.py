@@ -6,13 +6,33 @@ import pytest
 from assets.resources import Schoolhouse
 from pipeline import settings
 
+# What a GPU profile needs from its user: a teacher and a student tokenizer.
+YOURS = {"teacher": {"urls": ["http://gpu-host:8000/v1"], "model": "Qwen2.5-72B-Instruct"},
+         "training": {"tokenizer": "/models/phi-1_5"}}  # fmt: skip
+
 
 def test_every_profile_resolves():
     for name in settings.PROFILES:
-        resolved = settings.resolve(name)
+        resolved = settings.resolve(name, YOURS)
         assert resolved.profile == name
-    assert settings.resolve("phi-1.5").training.size == "phi-1.5"
-    assert settings.resolve("phi-2").training.seq_len == 2048
+    assert settings.resolve("phi-1.5", YOURS).training.size == "phi-1.5"
+    assert settings.resolve("phi-2", YOURS).training.seq_len == 2048
+    assert settings.resolve("phi-2", YOURS).exam.min_mmlu_cloze_acc > 0.25  # a release gate above chance
+
+
+@pytest.mark.parametrize("profile", ["phi-1.5", "phi-2"])
+def test_a_gpu_profile_names_each_value_it_needs_from_you(profile, tmp_path):
+    with pytest.raises(settings.ConfigError) as error:
+        settings.resolve(profile, {"training": {"tokenizer": "/models/phi-1_5"}})
+    message = str(error.value)
+    assert f"profile {profile} needs your values for: teacher.urls (" in message
+    assert "teacher.model (" in message and "training.tokenizer" not in message
+    assert f"extends: {profile}" in message
+    mine = tmp_path / "mine.yaml"  # the same values from a profile file of the user's
+    mine.write_text(f"extends: {profile}\nteacher: {{urls: [http://gpu-host:8000/v1], model: Qwen}}\n"
+                    "training: {tokenizer: /models/phi-1_5}\n")  # fmt: skip
+    assert settings.resolve(str(mine)).teacher.model == "Qwen"
+    assert settings.resolve(profile, complete=False).teacher.model == "SmolLM2-135M-Instruct"  # asks no teacher
 
 
 def test_unknown_profile_names_the_allowed_ones():
@@ -60,7 +80,7 @@ def test_training_config_that_cannot_run_fails_before_any_work(training, message
 
 
 def test_override_keeps_other_profile_values():
-    resolved = settings.resolve("phi-1.5", {"training": {"max_steps": 7}})
+    resolved = settings.resolve("phi-1.5", {**YOURS, "training": {**YOURS["training"], "max_steps": 7}})
     assert resolved.training.max_steps == 7
     assert resolved.training.size == "phi-1.5"
 

@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
     early.add_argument("--profile", default="phi-1.5")
     profile = early.parse_known_args(argv)[0].profile
     try:
-        defaults = resolve(profile).exam
+        defaults = resolve(profile, complete=False).exam
     except ConfigError as error:
         raise SystemExit(str(error)) from None
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
     try:
-        cfg = resolve(args.profile, {"exam": overrides}).exam
+        cfg = resolve(args.profile, {"exam": overrides}, complete=False).exam
     except ConfigError as error:
         raise SystemExit(str(error)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

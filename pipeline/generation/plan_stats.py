@@ -24,7 +24,7 @@ from pipeline.settings import ConfigError, resolve
 
 
 def plan_stats(profile: str, days: int, start: date = date(2026, 1, 1), overrides: dict | None = None) -> list[dict]:
-    settings = resolve(profile, overrides)
+    settings = resolve(profile, overrides, complete=False)  # plans ask no teacher
     g = settings.generation
     categories = topic_tree.seed_categories(text_seeds(g))
     tree = topic_tree.shipped_tree(seed_categories=categories, personas=shipped_personas())

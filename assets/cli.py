@@ -1,0 +1,213 @@
+"""The `schoolhouse` command: the chain, or one stage of it, as runs in the Dagster instance
+(so they show in `schoolhouse ui`), on a profile with single values overridden.
+
+    schoolhouse run                                   # what `make demo` does: today's batches, train, exam, release
+    schoolhouse run --profile mine.yaml --set generation.samples_per_domain=500
+    schoolhouse generate --date 2026-12-05 --domain text
+    schoolhouse curate --date 2026-12-05               # both domains' batches of that day
+    schoolhouse train --set training.max_steps=200
+    schoolhouse exam
+    schoolhouse release
+    schoolhouse doctor --profile phi-1.5               # the preflight: one line per check
+    schoolhouse ui                                     # the Dagster web UI
+
+The profile is --profile, else $SCHOOLHOUSE_PROFILE, else `demo`. `--set stage.field=value`
+names the same fields as the Launchpad (values are read as YAML: 3, 0.5, true, [a, b]). Every
+command but `ui` checks first what it needs (`schoolhouse doctor`'s checks) and stops, naming the
+fix, before any run starts. State lives in $SCHOOLHOUSE_HOME (default ./state) and the Dagster
+instance in $DAGSTER_HOME (default <SCHOOLHOUSE_HOME>/dagster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from assets.partitions import DOMAINS
+from pipeline.paths import artifact_home
+from pipeline.settings import STAGES, ConfigError, resolve
+
+log = logging.getLogger("schoolhouse.cli")
+
+# The project's instance config (pools: one GPU step at a time, one writer of a shared table)
+INSTANCE_CONFIG = Path(__file__).resolve().parent.parent / "dagster.yaml"
+
+EXAMPLES = {
+    "run": "schoolhouse run --profile mine.yaml --set generation.samples_per_domain=500",
+    "generate": "schoolhouse generate --date 2026-12-05 --domain text",
+    "curate": "schoolhouse curate --date 2026-12-05",
+    "train": "schoolhouse train --set training.max_steps=200",
+    "exam": "schoolhouse exam --set exam.mmlu_limit=0",
+    "release": "schoolhouse release --set release.repo_id=me/student",
+    "experiments": "schoolhouse experiments --profile experiments",
+    "doctor": "schoolhouse doctor --profile mine.yaml",
+    "ui": "schoolhouse ui",
+}
+HELP = {
+    "run": "the whole chain: the day's batch of every domain, then train, exam and release",
+    "generate": "plan and generate batches (date x domain): prompts and the teacher's answers",
+    "curate": "curate generated batches against every earlier one and pack their token shards",
+    "train": "train the student on every batch's token shards so far",
+    "exam": "the student's exam (MMLU, HumanEval, general-knowledge tasks) and the forgetting report",
+    "release": "the model card, the dataset card and the release (hub or local folder)",
+    "experiments": "the declared experiments: data, starting checkpoint, each arm, report",
+    "doctor": "check what a run needs on this machine, one line per check; exit 1 when any fails",
+    "ui": "the Dagster web UI on this instance",
+}
+
+
+def parse_sets(pairs: list[str]) -> dict[str, dict]:
+    """`stage.field=value` pairs -> the resource's overrides ({stage: {field: value}})."""
+    overrides: dict[str, dict] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        stage, dot, field = name.strip().partition(".")
+        if not sep or not dot or not field:
+            raise ConfigError(f"--set {pair!r}: write stage.field=value, e.g. training.max_steps=200")
+        if stage not in STAGES:
+            raise ConfigError(f"--set {pair!r}: {stage!r} is not a stage (one of {', '.join(STAGES)})")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {pair!r}: the value is not YAML ({error})") from None
+        overrides.setdefault(stage, {})[field] = value
+    return overrides
+
+
+def _date(text: str) -> str:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").strftime("%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date as YYYY-MM-DD") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="schoolhouse", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(f"  {e}" for e in EXAMPLES.values()))  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, text in HELP.items():
+        sub = commands.add_parser(name, help=text, description=f"{text}.\n\nexample: {EXAMPLES[name]}",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        if name == "ui":
+            sub.add_argument("--port", type=int, default=3000)
+            continue
+        sub.add_argument("--profile", default=os.environ.get("SCHOOLHOUSE_PROFILE", "demo"),
+                         help="a shipped profile (demo, experiments, phi-1.5, phi-2) or a YAML file "
+                              "(default: $SCHOOLHOUSE_PROFILE, else demo)")  # fmt: skip
+        sub.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+                         help="override one setting (repeatable), as in the Launchpad")  # fmt: skip
+        if name in ("doctor",):
+            continue
+        if name in ("run", "generate", "curate", "experiments"):
+            sub.add_argument("--teacher-url", help="ask this running server (its /v1 URL) instead of starting one")
+            sub.add_argument("--date", dest="dates", action="append", metavar="YYYY-MM-DD", type=_date,
+                             help="a batch date (repeatable; default: today, UTC)")  # fmt: skip
+        if name in ("generate", "curate"):
+            sub.add_argument("--domain", dest="domains", action="append", choices=DOMAINS,
+                             help="a domain (repeatable; default: all)")  # fmt: skip
+        if name == "experiments":
+            sub.add_argument("--skip-batches", action="store_true",
+                             help="use the batches curated so far; start no teacher")  # fmt: skip
+    return parser
+
+
+def _dagster_home() -> Path:
+    """$DAGSTER_HOME, else <SCHOOLHOUSE_HOME>/dagster with the project's instance config."""
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(artifact_home() / "dagster")
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists() and INSTANCE_CONFIG.exists():
+        shutil.copy(INSTANCE_CONFIG, home / "dagster.yaml")
+    return home
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _dagster_home()
+    if args.command == "ui":
+        dagster = str(Path(sys.executable).with_name("dagster"))  # this environment's, activated or not
+        os.execv(dagster, [dagster, "dev", "-m", "assets.definitions", "--port", str(args.port)])
+    try:
+        overrides = {"profile": args.profile, **parse_sets(args.sets)}
+        settings = resolve(args.profile, overrides)
+    except ConfigError as error:
+        print(f"schoolhouse: {error}", file=sys.stderr)
+        return 2
+    if args.command == "doctor":
+        return doctor(settings)
+    return launch_command(args, overrides)
+
+
+def doctor(settings) -> int:
+    from pipeline.doctor import diagnose, format_report
+
+    checks = diagnose(settings)
+    print(format_report(checks))
+    failed = sum(not c.passed for c in checks)
+    print(f"\n{len(checks) - failed} passed, {failed} failed (profile {settings.profile})")
+    return 1 if failed else 0
+
+
+def launch_command(args, overrides: dict) -> int:
+    import dagster as dg
+    from pipeline.doctor import PreflightFailed, preflight
+
+    from assets import runs
+
+    started = time.monotonic()
+    dates = args.dates or [datetime.now(UTC).strftime("%Y-%m-%d")]
+    stage = runs.STAGES.get(args.command)
+    skip_batches = getattr(args, "skip_batches", False)
+    needs = runs.CHAIN_NEEDS if stage is None else stage.needs
+    if args.command == "experiments":
+        needs = ("deepspeed", "dagster", "disk") + (() if skip_batches else ("teacher", "sandbox"))
+    try:
+        teacher = runs.teacher_for(overrides, getattr(args, "teacher_url", None), needed="teacher" in needs)
+        with teacher as run_overrides:
+            preflight(resolve(args.profile, run_overrides), needs)
+            with dg.DagsterInstance.get() as instance:
+                if args.command == "run":
+                    results = runs.run_chain(instance, run_overrides, dates)
+                elif args.command == "experiments":
+                    results = runs.run_experiments(instance, run_overrides, [] if skip_batches else dates)
+                else:
+                    results = runs.run_stage(instance, stage, run_overrides, dates, getattr(args, "domains", None))
+    except PreflightFailed as error:
+        print(f"schoolhouse {args.command}: stopped before any run; a check failed (`schoolhouse doctor` "
+              f"shows them all):\n{error}", file=sys.stderr)  # fmt: skip
+        return 1
+    return _summary(args.command, results, (time.monotonic() - started) / 60)
+
+
+def _summary(command: str, results: list, minutes: float) -> int:
+    home = artifact_home()
+    failed = [r for r in results if not r.success]
+    if failed:
+        print(f"\nschoolhouse {command} failed after {minutes:.1f} min in run {failed[0].run_id}; "
+              "open it with `schoolhouse ui`.", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"\nschoolhouse {command} finished in {minutes:.1f} min (runs {', '.join(r.run_id[:8] for r in results)}).")
+    if command == "experiments":
+        print(f"  reports: {home / 'experiments'}/*/report.md (UI: group `experiments`, asset experiment_report)")
+    elif command == "run":
+        print(f"  student model : {home / 'student' / 'model'}\n"
+              f"  quality scores: {home / 'quality'} (classifier versions, score chart)\n"
+              f"  exam report   : {home / 'tables' / 'exam_report.parquet'}\n"
+              f"  release folder: {home / 'release'}")  # fmt: skip
+    print(f"  all artifacts : {home}\nOpen the runs and the asset graph with `schoolhouse ui`.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
