@@ -1,4 +1,4 @@
-"""The row contract: every stage reads and writes these columns (see DESIGN.md)."""
+"""The row contract: every stage reads and writes these columns (docs/concepts.md, "The row contract")."""
 
 from __future__ import annotations
 

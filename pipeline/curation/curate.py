@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import polars as pl
 
-from pipeline.curation.exercises import exercise_program, judge
+from pipeline.curation.exercises import exercise_program, sandbox_verdict
 from pipeline.curation.rules import document_reason, first_reason, table_rules
 from pipeline.progress import Progress
 from pipeline.rows import KEPT, reject
@@ -75,7 +75,7 @@ def apply_code_tests(frame: pl.DataFrame, settings: CurationSettings) -> pl.Data
     progress = Progress("code tests", len(programs), log)
     outcomes = run_many(programs, sandbox_limits(settings), workers=settings.sandbox_workers, mode=settings.sandbox,
                         on_done=lambda _: progress.advance())  # fmt: skip
-    found.update({row_id: judge(outcome) for row_id, outcome in zip(ids, outcomes, strict=True)})
+    found.update({row_id: sandbox_verdict(outcome) for row_id, outcome in zip(ids, outcomes, strict=True)})
     ids = list(found)
     reasons = [found[i][0] for i in ids]
     checks = [json.dumps(found[i][1]) for i in ids]

