@@ -9,13 +9,12 @@ import polars as pl
 
 from assets.metadata import bar_chart, table
 from assets.resources import GPU_STEP_TAGS, Schoolhouse
-from pipeline import atomic
 from pipeline.exam.models import load_model
 from pipeline.exam.perplexity import heldout_perplexity
-from pipeline.exam.scores import forgetting, overall_delta, summarize
-from pipeline.exam.sitting import multiple_choice, sit_exam
+from pipeline.exam.references import compare_with_references
+from pipeline.exam.scores import summarize
+from pipeline.exam.sitting import sit_exam
 from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
-from pipeline.teacher.weights import EMBEDDED_TEACHER_NAME, embedded_teacher
 from pipeline.training.mix import DOMAINS
 
 
@@ -31,7 +30,7 @@ def exam_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, stu
     summary = summarize(results)
     seq_len = schoolhouse.settings.training.seq_len
     perplexity = {d: heldout_perplexity(exam.model, training_mix, f"valid-{d}", seq_len) for d in DOMAINS}
-    forgetting_metadata = _forgetting_report(schoolhouse, results)
+    forgetting_metadata = _forgetting_metadata(schoolhouse, results)
     scores = {k: v for k, v in summary.items() if k.endswith("_acc")}
     chart = bar_chart(list(scores), list(scores.values()), "student exam accuracy",
                       schoolhouse.path("exam", "scores.png"), "accuracy")  # fmt: skip
@@ -55,40 +54,17 @@ def exam_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, stu
     )
 
 
-def reference_models(schoolhouse: Schoolhouse) -> dict[str, str]:
-    """The local model folders the student is compared with: the teacher (when its weights are
-    here) and the checkpoint training continued from."""
-    cfg = schoolhouse.settings
-    folders = {}
-    if "teacher" in cfg.exam.compare_with:
-        if cfg.teacher.model_path and Path(cfg.teacher.model_path).is_dir():
-            folders["teacher"] = cfg.teacher.model_path
-        elif not cfg.teacher.model_path and cfg.teacher.model == EMBEDDED_TEACHER_NAME:
-            folders["teacher"] = str(embedded_teacher())
-    if "start" in cfg.exam.compare_with and cfg.training.init_from:
-        folders["start"] = cfg.training.init_from
-    return folders
-
-
-def _forgetting_report(schoolhouse: Schoolhouse, student: pl.DataFrame) -> dict:
-    """Per-subject deltas against each reference model on the same multiple-choice items (MMLU and
-    the chosen general-knowledge tasks), as tables and numbers."""
-    cfg = schoolhouse.settings.exam
+def _forgetting_metadata(schoolhouse: Schoolhouse, student: pl.DataFrame) -> dict:
+    """The comparisons with the teacher and the starting checkpoint, as numbers and tables."""
     metadata = {}
-    for name, folder in reference_models(schoolhouse).items():
-        reference = pl.concat(multiple_choice(load_model(folder, cfg.dtype, cfg.recheck_margin), cfg))
-        report = forgetting(student, reference, cfg.forgetting_threshold, cfg.forgetting_min_items, seed=cfg.seed)
-        atomic.write_parquet(report, schoolhouse.path("exam", f"forgetting-vs-{name}.parquet"), "a forgetting report")
-        for benchmark, value in summarize(reference).items():
-            if benchmark.endswith("_acc"):
-                metadata[f"{name}_{benchmark}"] = dg.MetadataValue.float(value)
-        for benchmark in sorted(set(reference["benchmark"])):
-            delta, low, high = overall_delta(student, reference, benchmark, seed=cfg.seed)
-            metadata[f"{benchmark}_delta_vs_{name}"] = dg.MetadataValue.float(delta)
-            metadata[f"{benchmark}_delta_vs_{name}_95ci"] = f"[{low:+.3f}, {high:+.3f}]"
-        metadata[f"subjects_dropped_vs_{name}"] = int(report["flagged"].sum())
-        metadata[f"subjects_with_too_few_items_vs_{name}"] = int(report["verdict"].str.starts_with("too few").sum())
-        metadata[f"forgetting_vs_{name}"] = table(report.head(40))
+    for c in compare_with_references(schoolhouse.settings, student, schoolhouse.folder("exam")):
+        metadata.update({f"{c.name}_{b}": dg.MetadataValue.float(v) for b, v in c.reference_accuracy.items()})
+        for benchmark, (delta, low, high) in c.deltas.items():
+            metadata[f"{benchmark}_delta_vs_{c.name}"] = dg.MetadataValue.float(delta)
+            metadata[f"{benchmark}_delta_vs_{c.name}_95ci"] = f"[{low:+.3f}, {high:+.3f}]"
+        metadata[f"subjects_dropped_vs_{c.name}"] = int(c.report["flagged"].sum())
+        metadata[f"subjects_with_too_few_items_vs_{c.name}"] = int(c.report["verdict"].str.starts_with("too few").sum())
+        metadata[f"forgetting_vs_{c.name}"] = table(c.report.head(40))
     return metadata
 
 
