@@ -1,9 +1,9 @@
 """Batches of generations are Dagster partitions: one per day and domain.
 
-Per-batch work (planning prompts, asking the teacher, running each exercise's tests) is
-partitioned, so a day's code batch can be generated, retried or backfilled on its own.
-Cross-batch work (dedup against every earlier batch, decontamination, the training mix and
-everything after it) is not: it reads every batch materialized so far.
+Everything from planning prompts to the batch's token shards is partitioned (each batch is
+curated once, against indexes of the earlier ones), so a day's code batch can be generated,
+retried or backfilled on its own, and the UI shows what each batch added. The training mix and
+everything after it are not: they read every batch materialized so far.
 
 Experiments are partitioned by experiment (its data, its start, its report) and their arms by
 arm (`forgetting.replay-5`), so one arm can be re-run alone.
@@ -11,11 +11,17 @@ arm (`forgetting.replay-5`), so one arm can be re-run alone.
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from pipeline.experiments.declaration import arm_key, experiments
 
 DOMAINS = ["code", "text"]
+
+# The batch checks are partitioned by these (assets/curation.py), which Dagster marks "preview";
+# docs/curation.md says so once, rather than every step process's log.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
 BATCHES = dg.MultiPartitionsDefinition(
     {
