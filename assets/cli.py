@@ -172,21 +172,26 @@ def launch_command(args, overrides: dict) -> int:
     needs = runs.CHAIN_NEEDS if stage is None else stage.needs
     if args.command == "experiments":
         needs = ("deepspeed", "dagster", "disk") + (() if skip_batches else ("teacher", "sandbox"))
-    try:
-        teacher = runs.teacher_for(overrides, getattr(args, "teacher_url", None), needed="teacher" in needs)
-        with teacher as run_overrides:
-            preflight(resolve(args.profile, run_overrides), needs)
-            with dg.DagsterInstance.get() as instance:
-                if args.command == "run":
-                    results = runs.run_chain(instance, run_overrides, dates)
-                elif args.command == "experiments":
-                    results = runs.run_experiments(instance, run_overrides, [] if skip_batches else dates)
-                else:
+    results = []
+    with dg.DagsterInstance.get() as instance:
+        try:
+            preflight(resolve(args.profile, overrides), [n for n in needs if n != "teacher"])  # before a teacher starts
+            teacher = runs.teacher_for(overrides, getattr(args, "teacher_url", None), needed="teacher" in needs)
+            with teacher as run_overrides:
+                preflight(resolve(args.profile, run_overrides), [n for n in needs if n == "teacher"])
+                if stage is not None:
                     results = runs.run_stage(instance, stage, run_overrides, dates, getattr(args, "domains", None))
-    except PreflightFailed as error:
-        print(f"schoolhouse {args.command}: stopped before any run; a check failed (`schoolhouse doctor` "
-              f"shows them all):\n{error}", file=sys.stderr)  # fmt: skip
-        return 1
+                elif not skip_batches:  # run, experiments: the day's batches first
+                    results = runs.run_batches(instance, run_overrides, dates)
+        except PreflightFailed as error:
+            print(f"schoolhouse {args.command}: stopped before any run; a check failed (`schoolhouse doctor` "
+                  f"shows them all):\n{error}", file=sys.stderr)  # fmt: skip
+            return 1
+        if all(r.success for r in results):  # the rest asks no teacher
+            if args.command == "run":
+                results.append(runs.run_job(instance, "train_and_release", overrides))
+            elif args.command == "experiments":
+                results += runs.run_experiments(instance, overrides)
     return _summary(args.command, results, (time.monotonic() - started) / 60)
 
 

