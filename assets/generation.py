@@ -4,6 +4,7 @@ Logic lives in pipeline.generation and pipeline.teacher."""
 
 import contextlib
 import json
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -94,7 +95,7 @@ def generations(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     re-run (after a crash, a kill, a lost server) requests only the missing ids."""
     cfg = schoolhouse.settings
     date, domain = batch_parts(context.partition_key)
-    journal = schoolhouse.path("journals", date, f"{domain}.jsonl")
+    journal = journal_path(schoolhouse, context.partition_key)
     log_path = schoolhouse.path("logs", f"vllm-{date}-{domain}.log")
     plan = prompts.to_dicts()
     # A batch whose answers are all journaled needs no teacher: a managed server is not started.
@@ -124,6 +125,12 @@ def generations(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             "preview": preview(rows, ["id", "status", "reason", "completion_tokens", "text"]),
         },
     )
+
+
+def journal_path(schoolhouse: Schoolhouse, partition_key: str) -> Path:
+    """The batch's generation journal: every teacher answer, by id."""
+    date, domain = batch_parts(partition_key)
+    return schoolhouse.path("journals", date, f"{domain}.jsonl")
 
 
 def _vllm_line_logger(context: dg.AssetExecutionContext):
