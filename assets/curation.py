@@ -144,7 +144,7 @@ def decontaminated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     frame = decontaminate(quality_scored, *exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram))
     nearest = semantic_nearest(schoolhouse, frame)
     if cfg.semantic_decontamination > 0:
-        frame = semantic_decontaminate(frame, nearest, cfg.semantic_decontamination)
+        frame = semantic_decontaminate(frame, nearest, cfg.semantic_decontamination, cfg.semantic_decontamination_rule)
     yields = yield_table(frame)
     by_template = yields.filter(pl.col("dimension") != "topic").sort("yield")
     chart = bar_chart(
@@ -163,7 +163,8 @@ def decontaminated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             "yield_by_template_audience_style": table(by_template),
             "yield_by_topic": table(yields.filter(pl.col("dimension") == "topic").sort("yield").head(40)),
             "yield_chart": chart,
-            "closest_to_the_exam": table(nearest.sort("similarity", descending=True).head(20)),
+            "closest_to_the_exam": preview(nearest.sort("similarity", descending=True),
+                                           ["id", "exam_item", "similarity", "score", "passage"], rows=20),
             "max_exam_similarity": dg.MetadataValue.float(float(nearest["similarity"].max() or 0.0)),
         },
     )

@@ -176,8 +176,13 @@ class CurationSettings(_Settings):
         "earlier kept row's (0 = off; SemDeDup).",
     )
     semantic_decontamination: float = Field(
-        0.6, ge=0, le=1, description="Reject rows with a passage that contains an MMLU answer and is at least this "
-        "cosine-similar to its item (0 = off); tuned on bench/decontamination.py's planted cases.",
+        0.6, ge=0, le=1, description="Candidates: rows with a passage that contains an MMLU answer and is at least "
+        "this cosine-similar to its item (0 = off); semantic_decontamination_rule then decides.",
+    )
+    semantic_decontamination_rule: float = Field(
+        0.75, ge=0, le=1, description="A candidate is rejected only when its passage also holds this share of the "
+        "question's words, weighted by rarity (IDF; 0 = off); chosen on the tuning half of bench/decontamination.py's "
+        "rows.",
     )
     quality_sample: int = Field(
         16, ge=0, description="Kept rows per batch the teacher grades for educational value (seeded); the quality "

@@ -1,5 +1,6 @@
 """Embeddings by meaning and decontamination by meaning, with the real sentence encoder."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import yaml
 
 from pipeline.curation.decontamination import exam_indexes
 from pipeline.curation.embeddings import MINILM, Embedder, EmbeddingStore, passages, row_vectors
-from pipeline.curation.semantic import BARE_ANSWER_SIMILARITY, SemanticExamIndex, semantic_decontaminate
+from pipeline.curation.semantic import BARE_ANSWER_SIMILARITY, RULE_SHARE, SemanticExamIndex, semantic_decontaminate
 from pipeline.settings import CurationSettings
 from tests.test_curation import PROSE, rows
 
@@ -54,9 +55,11 @@ def test_each_row_is_embedded_once(embedder, tmp_path):
 
 
 def test_reworded_exam_questions_are_caught_by_meaning_and_missed_by_ngrams(embedder, semantic_index, tmp_path):
-    """Hand-reworded MMLU items: the n-gram checks catch none; the semantic check at the default
-    threshold catches those that keep the answer's words, naming the right item (8 of 20 when
-    tuned), and lets clean text on the same subjects through (1 of 12 flagged when tuned)."""
+    """Hand-reworded MMLU items: the n-gram checks catch none; the semantic check alone at the
+    default threshold catches those that keep the answer's words, naming the right item (8 of 20
+    when tuned). They change every content word of the question, so the rule after it (the default)
+    lets them through: what it costs, in benchmarks.md. Clean text on the same subjects passes
+    (the semantic check alone flags 1 of 12)."""
     heavy, clean = PLANTED["heavy"], PLANTED["near_miss"]
     frame = rows(*[("text", case["text"]) for case in heavy + clean])
     index, code_index = exam_indexes(13, 20)
@@ -66,13 +69,40 @@ def test_reworded_exam_questions_are_caught_by_meaning_and_missed_by_ngrams(embe
     vectors, _ = store.update(frame.select("id", "batch", "text"))
     nearest = semantic_index.nearest(vectors, dict(zip(frame["id"], frame["text"], strict=True)),
                                      CurationSettings().passage_words)
-    out = semantic_decontaminate(frame, nearest, CurationSettings().semantic_decontamination).sort("id")
+    threshold = CurationSettings().semantic_decontamination
+    out = semantic_decontaminate(frame, nearest, threshold, rule=0).sort("id")
     caught = out.head(len(heavy))
     named = [c["contamination"] for c in caught.iter_rows(named=True)]
     right = sum(case["item"] in (found or "") for case, found in zip(heavy, named, strict=True))
     assert right >= 7, named
     assert (caught["reason"] == "decontamination:semantic").sum() >= right
     assert out.tail(len(clean))["reason"].null_count() >= len(clean) - 1
+    ruled = semantic_decontaminate(frame, nearest, threshold).sort("id")
+    assert ruled.head(len(heavy))["reason"].null_count() >= len(heavy) - 2
+    assert ruled.tail(len(clean))["reason"].null_count() == len(clean)
+
+
+def test_lessons_naming_an_answer_are_kept_and_a_paraphrased_item_is_caught(embedder, semantic_index, tmp_path):
+    """With the real encoder: two lessons on exam subjects name the answer of an item they are
+    close to (0.69, 0.70), which the semantic check alone rejects; the rule keeps them, since they
+    do not hold the question's words. A reworded question with its answer is caught, explained."""
+    from tests.test_semantic_rule import LESSON, PARAPHRASE, TU_QUOQUE
+
+    inflation = ("# Macroeconomics\n\nInflation is a general rise in the prices of goods and services, so that money "
+                 "buys less over time. Central banks try to keep it near two percent a year, raising interest rates "
+                 "when prices climb faster and lowering them when the economy slows.")  # fmt: skip
+    frame = rows(("text", LESSON), ("text", inflation), ("text", PARAPHRASE))
+    words = CurationSettings().passage_words
+    vectors, _ = EmbeddingStore(tmp_path, embedder, words).update(frame.select("id", "batch", "text"))
+    nearest = semantic_index.nearest(vectors, dict(zip(frame["id"], frame["text"], strict=True)), words)
+    threshold = CurationSettings().semantic_decontamination
+    alone = semantic_decontaminate(frame, nearest, threshold, rule=0).sort("id")
+    assert alone["reason"].to_list() == ["decontamination:semantic"] * 3
+    out = semantic_decontaminate(frame, nearest, threshold).sort("id")
+    assert out["reason"].to_list() == [None, None, "decontamination:semantic"]
+    said = json.loads(out["contamination"][2])
+    assert said["exam_item"] == TU_QUOQUE and said["similarity"] > 0.85 and said["stage"] == "semantic+rule"
+    assert said["rule_score"] >= RULE_SHARE
 
 
 def test_rows_that_say_the_same_thing_are_deduplicated_by_meaning(embedder, tmp_path):
@@ -107,7 +137,8 @@ def test_a_bare_number_for_an_answer_needs_a_closer_passage():
     """A passage containing an item's answer matches it; when the answer is only a number (in much
     unrelated text by chance) the passage must also be at least BARE_ANSWER_SIMILARITY close."""
     axes = np.eye(4, dtype=np.float32)
-    index = SemanticExamIndex(ids=["visa", "cpi"], vectors=axes[:2], answers=[" 16 ", " inflation "])
+    index = SemanticExamIndex(ids=["visa", "cpi"], vectors=axes[:2], answers=[" 16 ", " inflation "],
+                              questions=["How many digits has a card number?", "What is a general rise in prices?"])
 
     def toward(item: int, similarity: float) -> np.ndarray:  # a unit vector at that cosine to the item
         return similarity * axes[item] + np.sqrt(1 - similarity**2) * axes[3]

@@ -4,18 +4,26 @@ other words is rejected naming the item, beside the n-gram checks (which miss re
 The MMLU items (question + correct answer) are embedded once per model and cached; each kept
 row's passages (`pipeline.curation.embeddings`) are compared with all of them by cosine
 similarity, in blocks. Closeness alone flags clean text on the same subject (a page about Pluto is
-close to every Pluto question), so a passage matches an item only when it also contains the
-item's correct answer: a row that teaches the answer to an exam question is what contaminates.
-An answer without a word (a number, a letter, a set of digits) is in too much text to be
-evidence by itself, so for such items the passage must also be closer (BARE_ANSWER_SIMILARITY).
-HumanEval is left to the code n-gram check (renamed identifiers), since a different exercise on
-the same task is close in meaning and not a copy.
+close to every Pluto question), so a passage is a candidate for an item only when it also contains
+the item's correct answer. An answer without a word (a number, a letter, a set of digits) is in
+too much text to be evidence by itself, so for such items the passage must also be closer
+(BARE_ANSWER_SIMILARITY). A candidate still fits a lesson on the item's subject that names the
+answer (a marketing lesson names "advertising"); what a leak carries and a lesson does not is the
+question, so the rule counts a candidate as a leak only when the passage also holds `RULE_SHARE`
+of the question's words, each weighted by its rarity among MMLU questions (IDF): "which of the
+following" weighs almost nothing, "wrongdoing" or a name almost everything. A judge, when given,
+decides the pairs the rule keeps. HumanEval is left to the code n-gram check (renamed
+identifiers), since a different exercise on the same task is close in meaning and not a copy.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import polars as pl
@@ -33,6 +41,38 @@ def _words(text: str) -> str:
 # text by chance, so a passage containing it must be closer to the item to match. On the planted
 # set (bench/decontamination.py) clean pages with such an answer reach 0.63, leaks 0.76 to 0.94.
 BARE_ANSWER_SIMILARITY = 0.70
+
+# A candidate is a leak when its passage holds at least this share of the question's IDF mass. The
+# lowest share of a sweep that flags at most 1% of the clean rows of bench/decontamination.py's
+# tuning half and loses none of its verbatim or light leaks; the held-out half confirms it.
+RULE_SHARE = 0.75
+
+# Decides the (passage, item) pairs the rule kept: given their frame (id, passage, exam_item,
+# similarity, score), which of them are leaks. The seam for a judge model after the cheap rule.
+Judge = Callable[[pl.DataFrame], pl.Series]
+
+NEAREST_SCHEMA = {"id": pl.String, "exam_item": pl.String, "similarity": pl.Float32, "score": pl.Float32,
+                  "passage": pl.String}  # fmt: skip
+
+
+@cache
+def mmlu_idf() -> tuple[dict[str, float], float]:
+    """Each word's IDF over all MMLU questions (log of questions / questions holding it), and the
+    weight of a word no question holds (the rarest)."""
+    questions = [set(_words(item.question).split()) for item in read_mmlu()]
+    counts = Counter(w for question in questions for w in question)
+    return {w: math.log(len(questions) / k) for w, k in counts.items()}, math.log(len(questions))
+
+
+def question_share(question: str, answer: str, passage: set[str], tail: int) -> float:
+    """The rule's score: the share of the question's IDF mass whose words `passage` (a set of
+    words) holds. Only the question's last `tail` words count (a long question is cut across
+    passages; the stretch just before the answer is what the answer's passage holds), and not the
+    answer's words (the passage holds those already); a question with nothing else scores 1."""
+    idf, unseen = mmlu_idf()
+    weights = {w: idf.get(w, unseen) for w in set(_words(question).split()[-tail:]) - set(_words(answer).split())}
+    total = sum(weights.values())
+    return sum(v for w, v in weights.items() if w in passage) / total if total else 1.0
 
 
 def bare(answer_words: str) -> bool:
@@ -52,51 +92,70 @@ class SemanticExamIndex:
     ids: list[str]
     vectors: np.ndarray  # (items, dimensions), L2-normalized
     answers: list[str]  # each item's correct answer as " word word "
+    questions: list[str]  # each item's question, for the rule
 
     @classmethod
     def build(cls, embedder: Embedder) -> SemanticExamIndex:
         ids, texts, answers = exam_items()
-        return cls(ids, cached_vectors(embedder, texts, "mmlu-items", "exam items"), answers)
+        questions = [item.question for item in read_mmlu()]
+        return cls(ids, cached_vectors(embedder, texts, "mmlu-items", "exam items"), answers, questions)
 
     def __post_init__(self) -> None:
         self.bare = [bare(answer) for answer in self.answers]
 
     def nearest(self, passage_vectors: pl.DataFrame, texts: dict[str, str], passage_words: int,
                 candidates: int = 8, block: int = 2048) -> pl.DataFrame:  # fmt: skip
-        """Per row id: the closest exam item whose answer one of its passages contains (among
-        each passage's `candidates` closest items), and that cosine similarity; rows with none
-        get their closest item and a similarity of 0. `texts`: each row's text by id."""
-        schema = {"id": pl.String, "exam_item": pl.String, "similarity": pl.Float32}
+        """The candidate pairs, most similar first: each (row id, passage, exam item) where the
+        passage contains the item's answer and has the item among its `candidates` closest, with
+        the cosine similarity and the rule's score (`question_share` of the question's last
+        `passage_words // 2` words: of the half-overlapping passages around an answer, one holds at
+        least that many words before it). A row with none gets one line: its closest item,
+        similarity and score 0, no passage. `texts`: each row's text by id."""
         if passage_vectors.height == 0:
-            return pl.DataFrame(schema=schema)
+            return pl.DataFrame(schema=NEAREST_SCHEMA)
         matrix = passage_vectors["vector"].to_numpy()
         cut = {row_id: passages(text, passage_words) for row_id, text in texts.items()}
-        said_in = [_words(cut[i][k]) for i, k in zip(passage_vectors["id"], passage_vectors["passage"], strict=True)]
-        found_item, found_score = [], []
+        said = [cut[i][k] for i, k in zip(passage_vectors["id"], passage_vectors["passage"], strict=True)]
+        found = []  # (passage, item, similarity, score) of every candidate; (passage, closest item) if none
         for first in range(0, len(matrix), block):
             sims = matrix[first : first + block] @ self.vectors.T
             top = np.argpartition(-sims, min(candidates, len(self.ids)) - 1, axis=1)[:, :candidates]
             for row, options in enumerate(top):
-                options = options[np.argsort(-sims[row, options])]
-                said = [j for j in options if self.answers[j] in said_in[first + row]
-                        and (sims[row, j] >= BARE_ANSWER_SIMILARITY or not self.bare[j])]
-                best = said[0] if said else options[0]
-                found_item.append(self.ids[best])
-                found_score.append(float(sims[row, best]) if said else 0.0)
-        per_passage = pl.DataFrame({"id": passage_vectors["id"], "exam_item": found_item,
-                                    "similarity": found_score}, schema=schema)  # fmt: skip
-        return per_passage.sort("similarity", descending=True).group_by("id", maintain_order=True).first()
+                spoken = _words(said[first + row])
+                pairs = [j for j in options if self.answers[j] in spoken
+                         and (sims[row, j] >= BARE_ANSWER_SIMILARITY or not self.bare[j])]  # fmt: skip
+                found += [(first + row, j, float(sims[row, j]), question_share(
+                    self.questions[j], self.answers[j], set(spoken.split()), passage_words // 2)) for j in pairs]
+                if not pairs:
+                    found.append((first + row, options[np.argmax(sims[row, options])], None, 0.0))
+        ids = passage_vectors["id"]
+        table = pl.DataFrame(
+            {"id": [ids[p] for p, *_ in found], "exam_item": [self.ids[j] for _, j, _, _ in found],
+             "similarity": [s or 0.0 for _, _, s, _ in found], "score": [score for *_, score in found],
+             "passage": [None if s is None else said[p] for p, _, s, _ in found]},
+            schema=NEAREST_SCHEMA,
+        )  # fmt: skip
+        pairs = table.filter(pl.col("passage").is_not_null())
+        none = table.filter(~pl.col("id").is_in(pairs["id"].implode())).group_by("id", maintain_order=True).first()
+        return pl.concat([pairs, none.select(list(NEAREST_SCHEMA))]).sort("similarity", "id", descending=[True, False])
 
 
-def semantic_decontaminate(frame: pl.DataFrame, nearest: pl.DataFrame, threshold: float) -> pl.DataFrame:
-    """Kept rows whose closest exam item is at least `threshold` similar are rejected with reason
-    `decontamination:semantic`, `contamination` naming the item and the similarity."""
-    hits = nearest.filter(pl.col("similarity") >= threshold).rename({"exam_item": "_item", "similarity": "_sim"})
+def semantic_decontaminate(frame: pl.DataFrame, nearest: pl.DataFrame, threshold: float,
+                           rule: float = RULE_SHARE, judge: Judge | None = None) -> pl.DataFrame:  # fmt: skip
+    """Kept rows with a candidate pair at least `threshold` similar whose rule score is at least
+    `rule` (and that `judge`, when given, calls a leak) are rejected with reason
+    `decontamination:semantic`, `contamination` naming the item, the similarity, the score and the
+    stage that decided (`semantic` with the rule off, `semantic+rule`, `semantic+rule+judge`)."""
+    pairs = nearest.filter(pl.col("passage").is_not_null() & (pl.col("similarity") >= threshold)
+                           & (pl.col("score") >= rule))  # fmt: skip
+    stage = "semantic+rule" if rule > 0 else "semantic"
+    if judge is not None:
+        pairs, stage = pairs.filter(judge(pairs)) if pairs.height else pairs, stage + "+judge"
+    hits = (pairs.sort("similarity", descending=True).group_by("id", maintain_order=True).first()
+            .select("id", _item="exam_item", _sim="similarity", _score="score"))  # fmt: skip
     frame = frame.join(hits, on="id", how="left", maintain_order="left")
     hit = KEPT & pl.col("_item").is_not_null()
-    frame = frame.with_columns(
-        contamination=pl.when(hit)
-        .then(pl.format('{{"exam_item": "{}", "similarity": {}}}', pl.col("_item"), pl.col("_sim").round(3)))
-        .otherwise(pl.col("contamination"))
-    )
-    return reject(frame, pl.when(hit).then(pl.lit("decontamination:semantic"))).drop("_item", "_sim")
+    said = pl.format('{{"exam_item": "{}", "similarity": {}, "rule_score": {}, "stage": "{}"}}',
+                     pl.col("_item"), pl.col("_sim").round(3), pl.col("_score").round(3), pl.lit(stage))  # fmt: skip
+    frame = frame.with_columns(contamination=pl.when(hit).then(said).otherwise(pl.col("contamination")))
+    return reject(frame, pl.when(hit).then(pl.lit("decontamination:semantic"))).drop("_item", "_sim", "_score")
