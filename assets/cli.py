@@ -133,7 +133,8 @@ def _dagster_home() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("schoolhouse").setLevel(logging.INFO)  # ours; the libraries' INFO lines are noise here
     _dagster_home()
     if args.command == "ui":
         dagster = str(Path(sys.executable).with_name("dagster"))  # this environment's, activated or not
@@ -149,10 +150,31 @@ def main(argv: list[str] | None = None) -> int:
     return launch_command(args, overrides)
 
 
-def doctor(settings) -> int:
-    from pipeline.doctor import diagnose, format_report
+def dagster_storage(settings) -> list:
+    """The Dagster instance at $DAGSTER_HOME answers a read of its run storage."""
+    import dagster as dg
 
-    checks = diagnose(settings)
+    from pipeline.doctor import Check
+
+    home = os.environ["DAGSTER_HOME"]
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.get_runs(limit=1)
+            storage = type(instance.run_storage).__name__
+    except Exception as error:
+        found = f"the instance at {home} did not answer ({type(error).__name__}: {error})"[:300]
+        return [Check("dagster", False, found,
+                      "check $DAGSTER_HOME/dagster.yaml and its storage (docs/operations.md)")]  # fmt: skip
+    return [Check("dagster", True, f"instance at {home} ({storage}) answers")]
+
+
+EXTRA_CHECKS = {"dagster": dagster_storage}
+
+
+def doctor(settings) -> int:
+    from pipeline.doctor import PARTS, diagnose, format_report
+
+    checks = diagnose(settings, [*PARTS, *EXTRA_CHECKS], EXTRA_CHECKS)
     print(format_report(checks))
     failed = sum(not c.passed for c in checks)
     print(f"\n{len(checks) - failed} passed, {failed} failed (profile {settings.profile})")
@@ -161,9 +183,9 @@ def doctor(settings) -> int:
 
 def launch_command(args, overrides: dict) -> int:
     import dagster as dg
-    from pipeline.doctor import PreflightFailed, preflight
 
     from assets import runs
+    from pipeline.doctor import PreflightFailed, preflight
 
     started = time.monotonic()
     dates = args.dates or [datetime.now(UTC).strftime("%Y-%m-%d")]
@@ -175,7 +197,8 @@ def launch_command(args, overrides: dict) -> int:
     results = []
     with dg.DagsterInstance.get() as instance:
         try:
-            preflight(resolve(args.profile, overrides), [n for n in needs if n != "teacher"])  # before a teacher starts
+            # what needs no teacher is checked before one starts (2-4 minutes on a CPU)
+            preflight(resolve(args.profile, overrides), [n for n in needs if n != "teacher"], EXTRA_CHECKS)
             teacher = runs.teacher_for(overrides, getattr(args, "teacher_url", None), needed="teacher" in needs)
             with teacher as run_overrides:
                 preflight(resolve(args.profile, run_overrides), [n for n in needs if n == "teacher"])

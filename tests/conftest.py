@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# The session's teacher server is started with an API key, as a deployment's would be: every client
+# of the tests (steps in other processes included) sends it from $OPENAI_API_KEY, the default
+# `teacher.api_key_env`, and a request without it is refused (tests/test_doctor.py).
+TEST_API_KEY = "sk-schoolhouse-tests"
+if not os.environ.get("SCHOOLHOUSE_TEACHER_URL"):
+    os.environ["OPENAI_API_KEY"] = TEST_API_KEY
+
 
 @pytest.fixture(scope="session")
 def embedded_teacher_dir(tmp_path_factory) -> Path:

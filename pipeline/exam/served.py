@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 
 from pipeline.progress import Progress
@@ -41,7 +42,8 @@ def _token_logprob(entry: dict, token: int) -> float:
 async def _score_all(served: ServedModel, sequences: list[tuple[list[int], int]]) -> list[float]:
     import openai
 
-    client = openai.AsyncOpenAI(base_url=served.url, api_key="EMPTY", timeout=served.timeout_s, max_retries=4)
+    client = openai.AsyncOpenAI(base_url=served.url, api_key=_api_key() or "EMPTY", timeout=served.timeout_s,
+                                max_retries=4)  # fmt: skip
     semaphore = asyncio.Semaphore(served.concurrency)
     progress = Progress("log-likelihood requests (served)", len(sequences), log)
 
@@ -72,12 +74,18 @@ def served_loglikelihoods(served: ServedModel, tokenizer, requests) -> list[floa
     return asyncio.run(_score_all(served, sequences))
 
 
+def _api_key() -> str | None:
+    """The server's API key, as the teacher's default: $OPENAI_API_KEY (unset: none)."""
+    return os.environ.get("OPENAI_API_KEY") or None
+
+
 def served_model(url: str, concurrency: int = 32) -> ServedModel:
     """The model a vLLM server at `url` serves (its first), with the context length it allows."""
     import httpx
 
     try:
-        listing = httpx.get(url.rstrip("/") + "/models", timeout=30).raise_for_status().json()["data"]
+        headers = {"Authorization": f"Bearer {_api_key()}"} if _api_key() else {}
+        listing = httpx.get(url.rstrip("/") + "/models", headers=headers, timeout=30).raise_for_status().json()["data"]
     except (httpx.HTTPError, KeyError, ValueError) as error:
         raise ValueError(f"no vLLM model list at {url} ({error})") from None
     if not listing:

@@ -116,9 +116,17 @@ class TeacherClient:
         self.server: VllmServer | None = None  # set when this run manages the server
 
     def check_reachable(self) -> None:
-        """Fail fast (within the connect timeout) and name the URL that does not answer."""
+        """Fail fast (within the connect timeout) and name the URL that does not answer; then
+        `TeacherRefused` when a server refuses the key or does not serve the model (the doctor's
+        check), before any request is asked or journaled."""
+        from pipeline.doctor import served_model
+
         for url in self.urls:
             wait_until_healthy(url, self.connect_timeout_s)
+            check = served_model(url, self.model, self._api_key, self.api_key_env)
+            if not check.passed:
+                raise TeacherRefused(f"teacher at {url} cannot answer for model {self.model!r}: {check.found}; "
+                                     f"fix: {check.fix}")  # fmt: skip
 
     async def _ask(self, request: ChatRequest, client: openai.AsyncOpenAI) -> Completion:
         messages = [{"role": "user", "content": request.prompt}]

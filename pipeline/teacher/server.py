@@ -102,6 +102,7 @@ class VllmServer:
     log_path: Path | None = None
     startup_timeout_s: float = 600.0
     cpu: bool = True
+    api_key: str | None = None  # requests without it are refused; given by environment, not in `ps`
 
     def __post_init__(self) -> None:
         self._process: subprocess.Popen | None = None
@@ -133,6 +134,9 @@ class VllmServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop("VLLM_API_KEY", None)
+        if self.api_key:
+            env["VLLM_API_KEY"] = self.api_key
         if self.cpu:
             # Measured on 2-core AVX2 machines: binding "all" crashes; reserving a core starves it.
             cores = os.cpu_count() or 1

@@ -18,9 +18,11 @@ def serving(settings, log_path: Path | None = None,
             on_line: Callable[[str], None] | None = None) -> Iterator[TeacherClient]:  # fmt: skip
     """A client for the configured teacher. In `managed` mode the vLLM server is started here
     and stopped (its whole process group) on the way out, also on errors and cancellation.
-    The API key is read from $`teacher.api_key_env` (unset or empty: no key)."""
+    The API key is read from $`teacher.api_key_env` (unset or empty: no key); a managed server
+    is started with it, so it refuses requests without it."""
     server = None
     urls = list(settings.urls)
+    api_key = (os.environ.get(settings.api_key_env) or None) if settings.api_key_env else None
     if settings.mode == "managed":
         model_path = settings.model_path or str(embedded_teacher())
         server = VllmServer(
@@ -34,6 +36,7 @@ def serving(settings, log_path: Path | None = None,
             log_path=log_path,
             startup_timeout_s=settings.startup_timeout_s,
             cpu=settings.device == "cpu",
+            api_key=api_key,
         )
         server.start(on_line=on_line)
         urls = [server.url]
@@ -42,7 +45,7 @@ def serving(settings, log_path: Path | None = None,
             urls, settings.model, concurrency=settings.concurrency,
             request_timeout_s=settings.request_timeout_s,
             connect_timeout_s=settings.connect_timeout_s, max_retries=settings.max_retries,
-            api_key=os.environ.get(settings.api_key_env) if settings.api_key_env else None,
+            api_key=api_key,
             api_key_env=settings.api_key_env,
         )  # fmt: skip
         client.server = server
