@@ -17,7 +17,7 @@ from pipeline import atomic
 from pipeline.experiments.data import build_experiment_data, heldout_dir
 from pipeline.experiments.declaration import experiments, split_arm_key
 from pipeline.experiments.evaluate import SCHEMA, evaluate
-from pipeline.experiments.report import START, compare, data_use, data_use_lines, summary_lines
+from pipeline.experiments.report import START, compare, data_use, report_markdown, summary_lines
 from pipeline.experiments.runs import arm_config, experiment_dir, start_config, start_model, trains_a_start
 from trainers.data import read_meta
 
@@ -130,9 +130,7 @@ def experiment_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhous
     atomic.write_parquet(report, folder / "report.parquet", f"the report of {experiment.name}")
     lines = summary_lines(report, experiment)
     use = data_use({arm: folder / "arms" / arm for arm in experiment.arms})
-    markdown = f"# {experiment.name}\n\n{experiment.description}\n\n" + "".join(f"- {line}\n" for line in lines)
-    if use.height:
-        markdown += "\n## Data each arm trained on\n\n" + "".join(f"- {line}\n" for line in data_use_lines(use))
+    markdown = report_markdown(report, experiment, use)
     atomic.write_text(folder / "report.md", markdown, f"the report of {experiment.name}")
     shown = report.select("arm", "metric", "items", "units", "unit", "value", "low", "high", "delta_vs_reference",
                           "low_vs_reference", "high_vs_reference", "verdict_vs_reference",

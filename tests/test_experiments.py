@@ -14,7 +14,15 @@ import pytest
 import yaml
 
 from pipeline.experiments.declaration import experiments, read_experiment
-from pipeline.experiments.report import MIN_UNITS, START, compare, data_use, data_use_lines, summary_lines
+from pipeline.experiments.report import (
+    MIN_UNITS,
+    START,
+    compare,
+    data_use,
+    data_use_lines,
+    markdown_table,
+    summary_lines,
+)
 from pipeline.rows import REJECTED_STATUS
 from tests.test_curation import PROSE, rows
 
@@ -134,6 +142,34 @@ def test_a_metric_on_enough_documents_still_gets_its_interval_and_verdict():
     assert line.startswith(f"curated is worse than raw on heldout_loss_code: {delta:+.3f} [")
 
 
+def test_every_row_shows_its_n_in_the_parquet_and_the_markdown_table(tmp_path):
+    # held-out code: one document; held-out text: MIN_UNITS + 5 documents, raw clearly lower; 30 exam items
+    rng = np.random.default_rng(2)
+    text = 3.0 + rng.normal(0, 0.05, (MIN_UNITS + 5) * 2)
+    raw = text - 0.3 + rng.normal(0, 0.05, text.size)
+    frame = pl.concat([
+        results({("curated", "heldout_loss_code"): [2.4] * 6, ("raw", "heldout_loss_code"): [2.0] * 6}, per_cluster=6),
+        results({("curated", "heldout_loss_text"): list(text), ("raw", "heldout_loss_text"): list(raw)},
+                per_cluster=2),
+        results({("curated", "mmlu"): [1.0, 0.0] * 15, ("raw", "mmlu"): [0.0, 1.0] * 15}),
+    ])  # fmt: skip
+    experiment = read_experiment_from({"reference": "raw", "arms": {"curated": {}, "raw": {}}})
+    compare(frame, experiment, vocab_size=1000).write_parquet(tmp_path / "report.parquet")
+    report = pl.read_parquet(tmp_path / "report.parquet")
+    n = {(r["arm"], r["metric"]): (r["units"], r["unit"]) for r in report.iter_rows(named=True)}
+    assert n == {(arm, metric): units for arm in ("curated", "raw") for metric, units in
+                 (("heldout_loss_code", (1, "documents")), ("heldout_loss_text", (MIN_UNITS + 5, "documents")),
+                  ("mmlu", (30, "items")))}  # fmt: skip
+    table = markdown_table(report).splitlines()
+    assert len(table) == 2 + report.height and all(line.count("|") == 7 for line in table)
+    code = next(line for line in table if line.startswith("| curated | heldout_loss_code |"))
+    assert code == (f"| curated | heldout_loss_code | 1 document | 2.400, no interval (n < {MIN_UNITS}) | "
+                    "too few held-out documents (1) |  |")  # fmt: skip
+    text_row = next(line for line in table if line.startswith("| curated | heldout_loss_text |"))
+    assert f"| {MIN_UNITS + 5} documents | " in text_row and text_row.endswith("] worse |  |")
+    assert "| 30 items | 0.500 [" in next(line for line in table if line.startswith("| curated | mmlu |"))
+
+
 def test_the_progress_lost_on_too_few_old_documents_is_not_judged():
     frame = results({(START, "heldout_loss_replay"): [3.0] * 6, ("ft", "heldout_loss_replay"): [4.0] * 6,
                      ("cpt", "heldout_loss_replay"): [3.1] * 6}, per_cluster=2)  # fmt: skip
@@ -157,6 +193,10 @@ def test_data_use_counts_each_arms_unique_tokens_and_passes_over_them(tmp_path):
         (folder / "run.json").write_text(json.dumps({"data_dir": str(tmp_path / "data" / kind), "seq_len": 32}))
         (folder / "summary.json").write_text(json.dumps({"steps": 25, "mixture_sequences": {"code": 50, "text": 150}}))
     (tmp_path / "arms" / "untrained").mkdir()
+    # a source thinner than one sequence is tiled in its shard: its unique tokens are one copy
+    meta = json.loads((tmp_path / "data" / "curated" / "meta.json").read_text())
+    meta["shards"]["train-code"] = {"path": "train-code.bin", "tokens": 2000, "documents": 10, "repeated": 2}
+    (tmp_path / "data" / "curated" / "meta.json").write_text(json.dumps(meta))
     use = data_use({arm: tmp_path / "arms" / arm for arm in ("curated", "raw", "untrained")})
     rows = {r["arm"]: r for r in use.iter_rows(named=True)}
     assert set(rows) == {"curated", "raw"}  # an arm without a run's files is left out
