@@ -15,6 +15,7 @@ from pipeline.settings import resolve
 from pipeline.teacher.client import Completion, TeacherClient
 from pipeline.teacher.server import TeacherUnreachable
 from pipeline.teacher.serving import serving
+from tests.conftest import TEST_API_KEY
 
 MODEL = "SmolLM2-135M-Instruct"
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 48}
@@ -97,7 +98,7 @@ def test_answers_appended_after_a_torn_line_start_a_line_of_their_own(tmp_path):
 
 @pytest.mark.integration
 def test_concurrency_is_bounded_as_configured(teacher_url, tmp_path):
-    client = TeacherClient([teacher_url], MODEL, concurrency=3)
+    client = TeacherClient([teacher_url], MODEL, concurrency=3, api_key=TEST_API_KEY)
     rows, stats = generate(plan("text", 9), client, tmp_path / "j.jsonl", "b", max_tokens=24, teacher_model=MODEL)
     assert rows.height == 9 and stats.requested == 9
     assert stats.peak_in_flight == 3
@@ -107,7 +108,7 @@ def test_concurrency_is_bounded_as_configured(teacher_url, tmp_path):
 def test_refused_and_cut_answers_become_rejected_rows(teacher_url, tmp_path):
     planned = plan("text", 2)
     planned[0]["prompt"] = "word " * 5000  # longer than the server's context: it answers 400
-    client = TeacherClient([teacher_url], MODEL, concurrency=2)
+    client = TeacherClient([teacher_url], MODEL, concurrency=2, api_key=TEST_API_KEY)
     rows, stats = generate(planned, client, tmp_path / "j.jsonl", "b", max_tokens=8, teacher_model=MODEL)
     by_id = {r["id"]: r for r in rows.iter_rows(named=True)}
     refused, cut = by_id[planned[0]["id"]], by_id[planned[1]["id"]]
@@ -147,7 +148,7 @@ def test_killing_the_server_mid_run_then_resuming_gives_every_row_once(embedded_
 
     with pytest.raises(OSError):  # the killed server is gone, not left answering
         urllib.request.urlopen(f"{client.urls[0]}/models", timeout=5)
-    other = TeacherClient([teacher_url], MODEL, concurrency=2, max_retries=1)
+    other = TeacherClient([teacher_url], MODEL, concurrency=2, max_retries=1, api_key=TEST_API_KEY)
     rows, stats = generate(planned, other, journal, "b", max_tokens=96, teacher_model=MODEL)
     assert stats.resumed == len(finished_before)
     assert stats.requested == 10 - len(finished_before)
@@ -223,7 +224,7 @@ def test_requests_are_shared_round_robin_over_several_teacher_urls(teacher_url, 
     port = urlparse(teacher_url).port
     first, second = CountingForwarder(port), CountingForwarder(port)
     try:
-        client = TeacherClient([first.url, second.url], MODEL, concurrency=4)
+        client = TeacherClient([first.url, second.url], MODEL, concurrency=4, api_key=TEST_API_KEY)
         rows, stats = generate(plan("text", 6), client, tmp_path / "j.jsonl", "b", max_tokens=8, teacher_model=MODEL)
     finally:
         first.close()
@@ -244,10 +245,12 @@ def test_two_runs_of_one_batch_at_once_ask_each_prompt_once(teacher_url, tmp_pat
         import json, sys
         from pathlib import Path
         sys.path.insert(0, {str(__import__("pathlib").Path(__file__).resolve().parents[1])!r})
+        from tests.conftest import TEST_API_KEY
         from tests.test_generation import MODEL, plan
         from pipeline.generation.generate import generate
         from pipeline.teacher.client import TeacherClient
-        rows, stats = generate(plan("text", 6), TeacherClient([{teacher_url!r}], MODEL, concurrency=3),
+        client = TeacherClient([{teacher_url!r}], MODEL, concurrency=3, api_key=TEST_API_KEY)
+        rows, stats = generate(plan("text", 6), client,
                                Path({str(tmp_path / "j.jsonl")!r}), "b", max_tokens=24, teacher_model=MODEL)
         print(json.dumps({{"texts": sorted(rows["text"]), "requested": stats.requested}}))
         """)  # fmt: skip

@@ -15,6 +15,7 @@ import pytest
 from pipeline.generation import prompts, spaces, topic_tree
 from pipeline.generation.sources import SeedSourceError
 from pipeline.settings import resolve
+from tests.conftest import TEST_API_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "SmolLM2-135M-Instruct"
@@ -139,7 +140,7 @@ def test_the_teacher_grows_the_tree_and_personas_with_lineage(teacher_url, tmp_p
     from pipeline.teacher.client import TeacherClient
 
     embedder, questions, vectors = gatekeeper
-    client = TeacherClient([teacher_url], MODEL, concurrency=4)
+    client = TeacherClient([teacher_url], MODEL, concurrency=4, api_key=TEST_API_KEY)
     tree = topic_tree.shipped_tree(personas=spaces.shipped_personas())
     before = topic_tree.leaves(tree, "text").height
     grown, stats = topic_tree.grow_topics(tree, before + 3, lambda: client, tmp_path / "tree.jsonl",

@@ -12,6 +12,7 @@ from pipeline.curation.embeddings import Embedder, row_vectors
 from pipeline.curation.quality_classifier import HeadStore, apply_scores, confusion_plot, features, fingerprint, train
 from pipeline.curation.quality_labels import JudgePrompt, judge, label_requests, parse_score, sample_rows
 from pipeline.training.replay import python_docs
+from tests.conftest import TEST_API_KEY
 
 TEXT = JudgePrompt.load("text")
 
@@ -124,7 +125,7 @@ def test_the_teacher_grades_through_the_journal_and_resumes(teacher_url, tmp_pat
     teacher = resolve("demo").teacher
     requests = label_requests(rows, prompts, teacher.model, 200, seed=0)
     journal = tmp_path / "judge.jsonl"
-    client = TeacherClient([teacher_url], teacher.model, concurrency=8)
+    client = TeacherClient([teacher_url], teacher.model, concurrency=8, api_key=TEST_API_KEY)
     labels, stats = judge(requests, prompts, client, journal, teacher.model)
     assert stats.requested == 6 and labels.height == 6
     assert len(journal.read_text().splitlines()) == 6

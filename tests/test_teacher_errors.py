@@ -11,6 +11,7 @@ from pipeline.generation.journal import read_journal
 from pipeline.settings import resolve
 from pipeline.teacher.client import TeacherClient, TeacherRefused, decide, refusal
 from pipeline.teacher.serving import serving
+from tests.conftest import TEST_API_KEY
 from tests.test_generation import MODEL, plan
 
 URL = "http://gpu-host:8000/v1"
@@ -65,18 +66,24 @@ def test_the_api_key_comes_from_the_named_variable_and_stays_out_of_messages(mon
 
 @pytest.mark.integration
 def test_a_wrong_model_stops_the_step_and_a_rerun_with_the_right_one_asks_again(teacher_url, tmp_path):
+    """The session's server wants a key: a wrong key, then a wrong model name, each stop the step
+    at its start-up check (nothing asked, nothing journaled); the right ones ask everything."""
     planned = plan("text", 2)
     journal = tmp_path / "j.jsonl"
-    wrong = TeacherClient([teacher_url], "no-such-teacher", concurrency=2, api_key="sk-do-not-print")
+    wrong_key = TeacherClient([teacher_url], MODEL, concurrency=2, api_key="sk-do-not-print")
+    with pytest.raises(TeacherRefused) as refused:
+        generate(planned, wrong_key, journal, "b", max_tokens=8, teacher_model=MODEL)
+    assert "HTTP 401" in str(refused.value) and "$OPENAI_API_KEY" in str(refused.value)
+    assert "sk-do-not-print" not in str(refused.value)
+    wrong = TeacherClient([teacher_url], "no-such-teacher", concurrency=2, api_key=TEST_API_KEY)
     with pytest.raises(TeacherRefused) as refused:
         generate(planned, wrong, journal, "b", max_tokens=8, teacher_model="no-such-teacher")
     message = str(refused.value)
-    assert f"teacher at {teacher_url} refused model 'no-such-teacher' with HTTP 404" in message
-    assert f"the server serves {MODEL}; set teacher.model" in message
-    assert "sk-do-not-print" not in message
+    assert f"teacher at {teacher_url} cannot answer for model 'no-such-teacher'" in message
+    assert f"set teacher.model to one of: {MODEL}" in message
     assert read_journal(journal) == {} and not journal.read_text()  # no answer journaled for a refusal
 
-    right = TeacherClient([teacher_url], MODEL, concurrency=2)
+    right = TeacherClient([teacher_url], MODEL, concurrency=2, api_key=TEST_API_KEY)
     rows, stats = generate(planned, right, journal, "b", max_tokens=8, teacher_model=MODEL)
     assert stats.resumed == 0 and stats.requested == 2 and rows.height == 2
     assert set(rows["status"]) <= {"kept", "rejected"}
