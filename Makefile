@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export SCHOOLHOUSE_HOME ?= $(CURDIR)/state
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: install system demo experiments test ui lint clean
+.PHONY: install system demo experiments test chaos ui lint clean
 
 install: system $(STAMP)
 
@@ -49,6 +49,11 @@ experiments: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m pytest
+
+# every step of a batch killed at a seeded point (the command, then the step's own process), run
+# again and compared with an uninterrupted run: a table of step, kill point, outcome (tests/chaos.py)
+chaos: install $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m tests.chaos --managed-teacher
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/schoolhouse ui

@@ -4,7 +4,7 @@ line saying what it found and, when it fails, the fix. Every command that launch
 rejected rows. A check never raises: whatever goes wrong becomes a failed line naming it.
 
 The parts: `teacher` (every URL answers, accepts the key and serves `teacher.model`), `sandbox`
-(bubblewrap isolates here), `deepspeed` (it imports and its optimizer builds for the precision),
+(bubblewrap isolates here), `deepspeed` (it imports, the precision works and the ops a run builds can build),
 `gpus` (as many as `training.num_gpus`), `disk` (room for the planned tokens), `hub` (the token
 may write, when a repo is named). The Dagster instance's check lives with the command (this
 library does not import Dagster) and is passed in as an extra part.
@@ -90,7 +90,11 @@ def served_model(url: str, model: str, api_key: str | None, api_key_env: str, ti
     if response.status_code != 200:
         return Check(name, False, f"HTTP {response.status_code} for GET /models",
                      "check that teacher.urls names an OpenAI-compatible server's /v1 base URL")  # fmt: skip
-    served = [m.get("id") for m in response.json().get("data", [])]
+    try:
+        served = [m["id"] for m in response.json()["data"]]
+    except (ValueError, KeyError, TypeError):  # check_reachable raises only what names a fix
+        return Check(name, False, "GET /models answered, but not with a model list",
+                     "check that teacher.urls names an OpenAI-compatible server's /v1 base URL")  # fmt: skip
     if model not in served:
         return Check(name, False, f"serves {', '.join(served) or 'no model'}, not {model!r}",
                      f"set teacher.model to one of: {', '.join(served)}")  # fmt: skip
@@ -118,23 +122,49 @@ def deepspeed(settings: Settings) -> list[Check]:
     cfg = settings.training
     on_gpu = cfg.num_gpus > 0
     precision, why = chosen_precision(cfg.precision, on_gpu)
+    # The trainer's choice (trainers/train.py); unset, DeepSpeed guesses and logs a warning.
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     try:
         import deepspeed as ds
     except Exception as error:
         return [Check("deepspeed", False, f"does not import ({error})", "pip install deepspeed (see pyproject.toml)")]
-    if not on_gpu:
-        return [Check("deepspeed", True, f"{ds.__version__} on the CPU ({precision}: {why}); torch's Adam, no op "
-                                         "to build")]  # fmt: skip
-    if not torch.cuda.is_available():
+    if on_gpu and not torch.cuda.is_available():
         return [Check("deepspeed", False, f"{ds.__version__}, but no CUDA device to build FusedAdam for",
                       "train on a GPU machine, or set training.num_gpus: 0")]  # fmt: skip
-    from deepspeed.ops.op_builder import FusedAdamBuilder
+    if on_gpu and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return [Check("deepspeed", False, f"{ds.__version__}: bf16 ({why}), but this GPU has no bf16",
+                      "set training.precision: fp32 (or train on Ampere or newer)")]  # fmt: skip
+    # The ops a run JIT-builds: FusedAdam on GPUs; on the CPU, torch's AdamW and the shared-memory
+    # comm op DeepSpeed builds when it starts (a missing compiler fails the run there).
+    op = "FusedAdamBuilder" if on_gpu else "ShareMemCommBuilder"
+    found, fix = _op_builds(op, cuda=on_gpu)
+    where = "GPU" if on_gpu else "CPU, torch's AdamW"
+    return [Check("deepspeed", not fix, f"{ds.__version__} on the {where} ({precision}: {why}); {found}", fix)]
 
-    builder = FusedAdamBuilder()
+
+def _op_builds(builder_name: str, cuda: bool) -> tuple[str, str]:
+    """(what was found, the fix or "") for one DeepSpeed op: prebuilt, or compatible with what a
+    JIT build needs here (ninja, a C++ compiler, and nvcc for a CUDA op)."""
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.git_version_info import installed_ops
+    from torch.utils.cpp_extension import CUDA_HOME, is_ninja_available
+
+    builder = get_accelerator().create_op_builder(builder_name)
+    if installed_ops.get(builder.NAME):
+        return f"{builder.NAME} came prebuilt", ""
     if not builder.is_compatible(verbose=False):
-        return [Check("deepspeed", False, f"{ds.__version__}: FusedAdam cannot build here",
-                      "install the CUDA toolkit matching torch (nvcc), and set TORCH_CUDA_ARCH_LIST")]  # fmt: skip
-    return [Check("deepspeed", True, f"{ds.__version__}, FusedAdam builds ({precision}: {why})")]
+        found = f"{builder.NAME} cannot build here ({builder.error_log or 'incompatible'})"[:300]
+        return found, "install the toolchain DeepSpeed names, or DeepSpeed with its ops prebuilt (DS_BUILD_OPS=1)"
+    compiler = os.environ.get("CXX", "c++")
+    missing = [(name, fix) for name, ok, fix in (
+        ("ninja", is_ninja_available(), "pip install ninja"),
+        (compiler, shutil.which(compiler), "install a C++ compiler (apt install g++), or set CXX"),
+        ("nvcc", not cuda or CUDA_HOME, "install the CUDA toolkit matching torch's CUDA and set CUDA_HOME"),
+    ) if not ok]  # fmt: skip
+    if missing:
+        return (f"{builder.NAME} JIT-builds at the run's start, but this lacks {', '.join(n for n, _ in missing)}",
+                "; ".join(f for _, f in missing))  # fmt: skip
+    return f"{builder.NAME} JIT-builds at the run's start (ninja, {compiler}{', nvcc' if cuda else ''} here)", ""
 
 
 def gpus(settings: Settings) -> list[Check]:

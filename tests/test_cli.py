@@ -2,11 +2,14 @@
 run, every subcommand explains itself with an example, and a deployment's profile reaches its
 scheduled runs."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import dagster as dg
+import polars as pl
 import pytest
 
 from assets.cli import EXAMPLES, main, parse_sets
@@ -74,9 +77,60 @@ def test_a_scheduled_run_uses_the_deployments_profile(artifact_home, tmp_path):
            "DAGSTER_HOME": str(tmp_path)}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    import json
-
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["tags"]["schoolhouse/profile"] == seen["weekly"]["schoolhouse/profile"] == "experiments"
     assert seen["partition"] == "2026-12-05|text"
     assert seen["prompts"] == 100  # the experiments profile's samples_per_domain, not the demo's 20
+
+
+def _schoolhouse(argv: list[str], home, dagster_home, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SCHOOLHOUSE_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
+    env.pop("SCHOOLHOUSE_PROFILE", None)
+    return subprocess.run([sys.executable, "-m", "assets.cli", *argv], env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.mark.integration
+def test_generate_then_curate_a_days_batches_from_the_command(teacher_url, artifact_home, tmp_path):
+    """`schoolhouse generate` then `schoolhouse curate`: the day's code and text batches at the same
+    time, every step in a process of its own, recorded in the instance at $DAGSTER_HOME (as the UI
+    shows them) with the profile's tag; curation packs the batches' token shards."""
+    sets = ["--set", "generation.samples_per_domain=3", "--set", "generation.max_tokens=256"]
+    generated = _schoolhouse(["generate", "--teacher-url", teacher_url, "--date", "2026-11-22", *sets],
+                             artifact_home, tmp_path / "dagster")  # fmt: skip
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    assert "schoolhouse generate finished" in generated.stdout
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster"))
+    runs = instance.get_runs()
+    assert {r.tags["dagster/partition"] for r in runs} == {"2026-11-22|code", "2026-11-22|text"}
+    assert {r.tags["schoolhouse/profile"] for r in runs} == {"demo"}
+    records = [instance.get_run_record_by_id(r.run_id) for r in runs]
+    (first_start, first_end), (second_start, second_end) = [(r.start_time, r.end_time) for r in records]
+    assert first_start < second_end and second_start < first_end  # the two runs overlapped
+    step_pids = {e.dagster_event.pid for r in runs for e in instance.all_logs(r.run_id)
+                 if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START}  # fmt: skip
+    assert len(step_pids) == 6  # topics, prompts, generations per batch, a process each
+    for domain in ("code", "text"):
+        rows = pl.read_parquet(artifact_home / "tables" / "generations" / "2026-11-22" / f"{domain}.parquet")
+        assert rows.height == 3 and set(rows["domain"]) == {domain}
+
+    curated = _schoolhouse(["curate", "--teacher-url", teacher_url, "--date", "2026-11-22", "--domain", "text",
+                            *sets], artifact_home, tmp_path / "dagster")  # fmt: skip
+    assert curated.returncode == 0, curated.stderr[-3000:]
+    text_runs = [r for r in instance.get_runs() if r.tags["dagster/partition"] == "2026-11-22|text"]
+    assert len(text_runs) == 2 and len(instance.get_runs()) == 3  # the text batch alone
+    assert (artifact_home / "tables" / "decontaminated" / "2026-11-22" / "text.parquet").is_file()
+    assert not (artifact_home / "tables" / "decontaminated" / "2026-11-22" / "code.parquet").exists()
+
+
+def test_a_failed_preflight_stops_the_command_before_any_run(artifact_home, tmp_path):
+    """Training on a GPU this machine does not have: the command names the check and its fix, and
+    the instance records no run."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    done = _schoolhouse(["train", "--set", "training.num_gpus=1"], artifact_home, tmp_path / "dagster", timeout=300)
+    assert done.returncode == 1
+    assert "stopped before any run" in done.stderr and "FAIL" in done.stderr and "gpu" in done.stderr.lower()
+    assert not dg.DagsterInstance.from_config(str(tmp_path / "dagster")).get_runs()

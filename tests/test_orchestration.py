@@ -71,35 +71,3 @@ def test_an_unpartitioned_asset_reads_every_batch_so_far(artifact_home):
     concatenated = pl.read_parquet(artifact_home / "tables" / "all_rows.parquet")
     assert concatenated.height == 4
     assert sorted(set(concatenated["batch"])) == ["2026-11-20|code", "2026-11-21|text"]
-
-
-@pytest.mark.integration
-def test_a_days_batches_run_at_once_on_the_multiprocess_executor(teacher_url, artifact_home, tmp_path):
-    """The demo's batch runs: code and text at the same time, every step in a process of its own,
-    both batches' rows on disk, recorded in a persistent instance (as `make ui` shows them)."""
-    import os
-    import shutil
-    from pathlib import Path
-
-    from assets.runs import run_batches
-
-    dagster_home = tmp_path / "dagster"
-    dagster_home.mkdir()
-    shutil.copy(Path(__file__).parent.parent / "dagster.yaml", dagster_home / "dagster.yaml")
-    instance = dg.DagsterInstance.from_config(str(dagster_home))
-    overrides = {"profile": "demo", "teacher": {"mode": "url", "urls": [teacher_url]},
-                 "generation": {"samples_per_domain": 3, "max_tokens": 256}}  # fmt: skip
-    generation = ["topics", "prompts", "generations", "curated", "quality_labels"]
-    results = run_batches(instance, overrides, ["2026-11-22"], generation)
-    assert [r.success for r in results] == [True, True]
-    records = [instance.get_run_record_by_id(r.run_id) for r in results]
-    (first_start, first_end), (second_start, second_end) = [(r.start_time, r.end_time) for r in records]
-    assert first_start < second_end and second_start < first_end  # the two runs overlapped
-    step_pids = {e.dagster_event.pid for r in results for e in instance.all_logs(r.run_id)
-                 if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START}  # fmt: skip
-    assert os.getpid() not in step_pids and len(step_pids) == 10  # 5 steps per batch, a process each
-    for domain in ("code", "text"):
-        curated = pl.read_parquet(artifact_home / "tables" / "curated" / "2026-11-22" / f"{domain}.parquet")
-        assert curated.height == 3 and set(curated["domain"]) == {domain}
-    assert {instance.get_run_by_id(r.run_id).tags["dagster/partition"] for r in results} == {
-        "2026-11-22|code", "2026-11-22|text"}
