@@ -188,7 +188,7 @@ def launch_command(args, overrides: dict) -> int:
     from pipeline.doctor import PreflightFailed, preflight
 
     started = time.monotonic()
-    dates = args.dates or [datetime.now(UTC).strftime("%Y-%m-%d")]
+    dates = getattr(args, "dates", None) or [datetime.now(UTC).strftime("%Y-%m-%d")]
     stage = runs.STAGES.get(args.command)
     skip_batches = getattr(args, "skip_batches", False)
     needs = runs.CHAIN_NEEDS if stage is None else stage.needs
