@@ -114,8 +114,9 @@ def test_generate_then_curate_a_days_batches_from_the_command(teacher_url, artif
         rows = pl.read_parquet(artifact_home / "tables" / "generations" / "2026-11-22" / f"{domain}.parquet")
         assert rows.height == 3 and set(rows["domain"]) == {domain}
 
+    no_judge = ["--set", "curation.quality_sample=0"]  # the judge is tested elsewhere
     curated = _schoolhouse(["curate", "--teacher-url", teacher_url, "--date", "2026-11-22", "--domain", "text",
-                            *sets], artifact_home, tmp_path / "dagster")  # fmt: skip
+                            *sets, *no_judge], artifact_home, tmp_path / "dagster")  # fmt: skip
     assert curated.returncode == 0, curated.stderr[-3000:]
     text_runs = [r for r in instance.get_runs() if r.tags["dagster/partition"] == "2026-11-22|text"]
     assert len(text_runs) == 2 and len(instance.get_runs()) == 3  # the text batch alone
