@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from assets.partitions import DOMAINS
+from pipeline import atomic
 from pipeline.paths import artifact_home
 from pipeline.settings import STAGES, ConfigError, resolve
 
@@ -78,7 +78,11 @@ def parse_sets(pairs: list[str]) -> dict[str, dict]:
             value = yaml.safe_load(text)
         except yaml.YAMLError as error:
             raise ConfigError(f"--set {pair!r}: the value is not YAML ({error})") from None
-        overrides.setdefault(stage, {})[field] = value
+        *groups, name = field.split(".")  # a component's field: curation.gopher.min_words
+        section = overrides.setdefault(stage, {})
+        for group in groups:
+            section = section.setdefault(group, {})
+        section[name] = value
     return overrides
 
 
@@ -127,7 +131,8 @@ def _dagster_home() -> Path:
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists() and INSTANCE_CONFIG.exists():
-        shutil.copy(INSTANCE_CONFIG, home / "dagster.yaml")
+        # two commands starting at once each write a whole copy (atomic), never half of one
+        atomic.write_text(home / "dagster.yaml", INSTANCE_CONFIG.read_text(), "the Dagster instance's config")
     return home
 
 

@@ -12,15 +12,14 @@ from assets.generation import journal_path
 from assets.metadata import bar_chart, preview, table
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
-from pipeline import atomic
 from pipeline.curation.curate import curate, yield_table
 from pipeline.curation.decontamination import decontaminate, exam_indexes, find_contamination_reference
 from pipeline.curation.dedup import DedupIndex, curated_texts, dedup_batch, dedup_lock, text_hash
-from pipeline.curation.embeddings import Embedder, EmbeddingStore, row_vectors
+from pipeline.curation.embeddings import EmbeddingStore, row_embedding_store
 from pipeline.curation.minhash import MinHashParams
-from pipeline.curation.semantic import SemanticExamIndex, semantic_decontaminate
-from pipeline.curation.semantic_dedup import SemanticIndex, semantic_dedup_batch
-from pipeline.generation.diversity import embedding_diversity, prompt_repeats
+from pipeline.curation.semantic import nearest_exam_items, semantic_decontaminate
+from pipeline.curation.semantic_dedup import dedup_by_meaning
+from pipeline.generation.diversity import prompt_repeats
 from pipeline.generation.journal import missing_ids
 from pipeline.rows import KEPT, SCHEMA, counts_by_reason
 from pipeline.sandbox.pool import UNCONFINED_WARNING, SandboxMode
@@ -44,10 +43,10 @@ def curated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             generations: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Gopher prose rules on text rows; code rows run their own tests in the sandbox (per batch)."""
     cfg = schoolhouse.settings.curation
-    if cfg.sandbox == SandboxMode.unconfined:
+    if cfg.sandbox.mode == SandboxMode.unconfined:
         context.log.warning(UNCONFINED_WARNING)
     frame = curate(generations, cfg)
-    return dg.Output(frame, metadata={**row_metadata(frame, "curation"), "sandbox": cfg.sandbox})
+    return dg.Output(frame, metadata={**row_metadata(frame, "curation"), "sandbox": cfg.sandbox.mode})
 
 
 def later_batches(names: list[str]) -> dict:
@@ -57,7 +56,7 @@ def later_batches(names: list[str]) -> dict:
 
 def dedup_index(schoolhouse: Schoolhouse) -> DedupIndex:
     cfg = schoolhouse.settings.curation
-    params = MinHashParams(bands=cfg.minhash_bands, rows=cfg.minhash_rows, shingle_words=cfg.shingle_words)
+    params = MinHashParams(bands=cfg.minhash.bands, rows=cfg.minhash.rows, shingle_words=cfg.minhash.shingle_words)
     return DedupIndex(schoolhouse.path("curation_index", "minhash"), params)
 
 
@@ -71,7 +70,7 @@ def deduped(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     _, domain = batch_parts(context.partition_key)
     with dedup_lock(index, domain):
         frame, stats = dedup_batch(curated, index, curated_texts(schoolhouse.path("tables", "curated")),
-                                   cfg.verify_jaccard)  # fmt: skip
+                                   cfg.minhash.verify_jaccard)  # fmt: skip
     return dg.Output(frame, metadata={
         **row_metadata(frame, "dedup"), "earlier_batches": stats.earlier_batches,
         "earlier_rows_read": stats.earlier_rows_read, "signatures_computed": stats.signatures_computed,
@@ -81,7 +80,7 @@ def deduped(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
 
 @dg.asset(group_name="curation", kinds={"pytorch", "parquet"}, partitions_def=BATCHES)
 def embeddings(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, deduped: pl.DataFrame) -> dg.Output[Path]:
-    """The batch's kept rows' passages embedded by meaning (`curation.embedding_model`), once: a
+    """The batch's kept rows' passages embedded by meaning (`curation.semantic.embedding_model`), once: a
     row already stored is not embedded again. One Parquet file per batch (id, passage, vector)."""
     store = embedding_store(schoolhouse)
     started = time.perf_counter()
@@ -97,41 +96,24 @@ def embeddings(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, dedu
 
 
 def embedding_store(schoolhouse: Schoolhouse) -> EmbeddingStore:
-    cfg = schoolhouse.settings.curation
-    return EmbeddingStore(schoolhouse.path("embeddings", "rows"), Embedder(cfg.embedding_model), cfg.passage_words)
-
-
-def stored_vectors(schoolhouse: Schoolhouse, rows: pl.DataFrame) -> tuple[Embedder, pl.DataFrame]:
-    """(the embedder, the passage vectors of `rows`) from the embeddings step's store; a row it
-    does not hold yet (a judged row that dedup dropped) is embedded and stored now."""
-    store = embedding_store(schoolhouse)
-    vectors, _ = store.update(rows.select("id", "batch", "text"))
-    return store.embedder, vectors
+    return row_embedding_store(schoolhouse.path("embeddings", "rows"), schoolhouse.settings.curation.semantic)
 
 
 @dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
 def semantic_deduped(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, deduped: pl.DataFrame,
                      embeddings: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """The batch's kept rows that say what an earlier row of the domain says, by meaning,
-    rejected naming the kept row (`curation.semantic_dedup`; the earlier rows' vectors are in an
-    approximate-nearest-neighbour index on disk; earlier batches win)."""
-    cfg = schoolhouse.settings.curation
-    frame, metadata = deduped, {}
-    if cfg.semantic_dedup > 0:
-        embedder, vectors = stored_vectors(schoolhouse, deduped.filter(KEPT))
-        ids, matrix = row_vectors(vectors)
-        _, domain = batch_parts(context.partition_key)
-        folder = schoolhouse.path("curation_index", "semantic")
-        with atomic.exclusive(folder / f"{domain}.index", context.log, f"the semantic index of {domain}"):
-            index = SemanticIndex(folder, domain, embedder.dimensions, {"model": embedder.identity})
-            frame, stats = semantic_dedup_batch(deduped, ids, matrix, index, cfg.semantic_dedup)
-        kept = set(frame.filter(KEPT)["id"])
-        # how spread out the batch's kept rows are by meaning, on a seeded sample (charted over runs)
-        spread = embedding_diversity(matrix[[i in kept for i in ids]], sample=1000, seed=0, resamples=200)
-        metadata = {"index_rows": stats.index_size, **later_batches(stats.later_batches),
-                    **{f"kept_{k}": dg.MetadataValue.float(float(v)) for k, v in spread.items() if k != "n"}}
-    return dg.Output(frame, metadata={**row_metadata(frame, "dedup:semantic"), "threshold": cfg.semantic_dedup,
-                                      **metadata})  # fmt: skip
+    rejected naming the kept row (`curation.semantic.dedup_threshold`; the earlier rows' vectors
+    are in an approximate-nearest-neighbour index on disk; earlier batches win)."""
+    threshold = schoolhouse.settings.curation.semantic.dedup_threshold
+    if threshold <= 0:
+        return dg.Output(deduped, metadata={**row_metadata(deduped, "dedup:semantic"), "threshold": threshold})
+    _, domain = batch_parts(context.partition_key)
+    frame, figures = dedup_by_meaning(deduped, embedding_store(schoolhouse), schoolhouse.path("curation_index",
+                                      "semantic"), domain, threshold, context.log)  # fmt: skip
+    later = figures.pop("later_batches")
+    return dg.Output(frame, metadata={**row_metadata(frame, "dedup:semantic"), "threshold": threshold,
+                                      **later_batches(later), **figures})  # fmt: skip
 
 
 @dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
@@ -140,11 +122,11 @@ def decontaminated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     """Rows sharing an n-gram with MMLU or HumanEval (code: also after renaming identifiers), or
     with a passage close in meaning to an exam item, rejected naming the item. Metadata: the
     yield of each template, audience and style, and the closest exam items."""
-    cfg = schoolhouse.settings.curation
-    frame = decontaminate(quality_scored, *exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram))
-    nearest = semantic_nearest(schoolhouse, frame)
-    if cfg.semantic_decontamination > 0:
-        frame = semantic_decontaminate(frame, nearest, cfg.semantic_decontamination, cfg.semantic_decontamination_rule)
+    cfg = schoolhouse.settings.curation.decontamination
+    frame = decontaminate(quality_scored, *exam_indexes(cfg.ngram, cfg.code_ngram))
+    nearest = nearest_exam_items(embedding_store(schoolhouse), frame)
+    if cfg.semantic_threshold > 0:
+        frame = semantic_decontaminate(frame, nearest, cfg.semantic_threshold, cfg.question_words)
     yields = yield_table(frame)
     by_template = yields.filter(pl.col("dimension") != "topic").sort("yield")
     chart = bar_chart(
@@ -168,15 +150,6 @@ def decontaminated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             "max_exam_similarity": dg.MetadataValue.float(float(nearest["similarity"].max() or 0.0)),
         },
     )
-
-
-def semantic_nearest(schoolhouse: Schoolhouse, frame: pl.DataFrame) -> pl.DataFrame:
-    """Each kept row's closest exam item by meaning, from the stored passage vectors."""
-    kept = frame.filter(KEPT)
-    embedder, vectors = stored_vectors(schoolhouse, kept)
-    index = SemanticExamIndex.build(embedder)
-    words = schoolhouse.settings.curation.passage_words
-    return index.nearest(vectors, dict(zip(kept["id"], kept["text"], strict=True)), words)
 
 
 @dg.asset_check(asset=decontaminated, blocking=True, partitions_def=BATCHES)
@@ -210,7 +183,7 @@ def no_contamination(schoolhouse: Schoolhouse, decontaminated: pl.DataFrame) -> 
     ~0.2 ms a prose row, ~0.7 ms a code row, so ~20 s to ~70 s per 100,000 kept rows on one core,
     docs/benchmarks.md)."""
     cfg = schoolhouse.settings.curation
-    indexes = exam_indexes(cfg.decontamination_ngram, cfg.code_decontamination_ngram)
+    indexes = exam_indexes(cfg.decontamination.ngram, cfg.decontamination.code_ngram)
     found = {k: v for k, v in find_contamination_reference(decontaminated, *indexes).items() if v}
     return dg.AssetCheckResult(passed=not found, metadata={
         "contaminated_kept_rows": len(found), "examples": dg.MetadataValue.json(dict(list(found.items())[:5])),

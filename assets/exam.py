@@ -23,10 +23,10 @@ def exam_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, stu
                 training_mix: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Per-item results (Parquet) with accuracy per benchmark, micro and macro over subjects."""
     cfg = schoolhouse.settings.exam
-    if schoolhouse.settings.curation.sandbox == SandboxMode.unconfined:
+    if schoolhouse.settings.curation.sandbox.mode == SandboxMode.unconfined:
         context.log.warning(UNCONFINED_WARNING)
     exam = load_model(student_model, cfg.dtype, cfg.recheck_margin)
-    results = sit_exam(exam, cfg, schoolhouse.settings.curation.sandbox)
+    results = sit_exam(exam, cfg, schoolhouse.settings.curation.sandbox.mode)
     summary = summarize(results)
     seq_len = schoolhouse.settings.training.seq_len
     perplexity = {d: heldout_perplexity(exam.model, training_mix, f"valid-{d}", seq_len) for d in DOMAINS}

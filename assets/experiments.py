@@ -32,7 +32,7 @@ def _means(results: pl.DataFrame, prefix: str) -> dict[str, dg.MetadataValue]:
 def _evaluate(schoolhouse: Schoolhouse, model_dir: str, data_root: Path, arm: str, name: str) -> pl.DataFrame:
     settings = schoolhouse.settings
     results = evaluate(model_dir, heldout_dir(data_root, experiments()[name]), settings.exam,
-                       settings.curation.sandbox, settings.training.seq_len,
+                       settings.curation.sandbox.mode, settings.training.seq_len,
                        settings.experiments.heldout_windows)  # fmt: skip
     return results.select(pl.lit(arm).alias("arm"), *SCHEMA)
 

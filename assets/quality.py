@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.curation import embedding_store, row_metadata, stored_vectors
+from assets.curation import embedding_store, row_metadata
 from assets.metadata import bar_chart, png_file, preview, table
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
@@ -33,23 +33,23 @@ from pipeline.teacher.serving import serving
 
 def judge_prompts(schoolhouse: Schoolhouse) -> dict[str, JudgePrompt]:
     cfg = schoolhouse.settings.curation
-    return {"text": JudgePrompt.load("text", cfg.quality_prompt_text),
-            "code": JudgePrompt.load("code", cfg.quality_prompt_code)}  # fmt: skip
+    return {"text": JudgePrompt.load("text", cfg.quality.prompt_text),
+            "code": JudgePrompt.load("code", cfg.quality.prompt_code)}  # fmt: skip
 
 
 @dg.asset(group_name="curation", kinds={"polars", "vllm"}, partitions_def=BATCHES)
 def quality_labels(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
                    curated: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """The teacher's 0-5 educational-value grade of a seeded sample of the batch's kept rows
-    (`curation.quality_sample`), journaled like generation; an answer without a score is a
+    (`curation.quality.sample`), journaled like generation; an answer without a score is a
     rejected label with its reason."""
     cfg = schoolhouse.settings
     date, domain = batch_parts(context.partition_key)
     prompts = judge_prompts(schoolhouse)
     seed = batch_seed(cfg.generation.seed, f"quality|{context.partition_key}")
-    sample = sample_rows(curated, cfg.curation.quality_sample, seed)
-    requests = label_requests(sample, prompts, cfg.teacher.model, cfg.curation.quality_judge_words,
-                              cfg.generation.seed, cfg.curation.quality_guided)  # fmt: skip
+    sample = sample_rows(curated, cfg.curation.quality.sample, seed)
+    requests = label_requests(sample, prompts, cfg.teacher.model, cfg.curation.quality.judge_words,
+                              cfg.generation.seed, cfg.curation.quality.guided)  # fmt: skip
     journal = schoolhouse.path("journals", date, f"{domain}.quality.jsonl")
     needs_teacher = bool(missing_ids(requests, journal))
     teacher = serving(cfg.teacher, log_path=schoolhouse.path("logs", f"vllm-{date}-{domain}-judge.log"))
@@ -79,7 +79,7 @@ def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhou
                        quality_labels: pl.DataFrame) -> dg.Output[Path]:  # fmt: skip
     """A ridge regression head on the row embeddings, trained on every batch's labels so far (each
     batch run brings it up to date before scoring; one run at a time, pool `shared_tables`),
-    with held-out MAE, F1 at `curation.quality_threshold` and a confusion matrix; a new version
+    with held-out MAE, F1 at `curation.quality.threshold` and a confusion matrix; a new version
     folder when the labels have grown by a tenth (or the embedder or threshold changed), the
     latest reused otherwise."""
     cfg = schoolhouse.settings.curation
@@ -88,20 +88,20 @@ def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhou
     store = HeadStore(schoolhouse.path("quality", "classifier"))
     if len(y) < MIN_LABELS:  # the first batches of a small run: their rows wait unscored
         context.log.warning("quality classifier: %d labels so far, fewer than %d: not trained yet, rows are not "
-                            "scored (judge more rows per batch: curation.quality_sample)", len(y), MIN_LABELS)
+                            "scored (judge more rows per batch: curation.quality.sample)", len(y), MIN_LABELS)
         store.folder.mkdir(parents=True, exist_ok=True)
         return dg.Output(store.folder, metadata={"version": "none", "labels": len(y), "labels_needed": MIN_LABELS})
     vectors = embedding_store(schoolhouse)
-    made_of = fingerprint(labeled, vectors.embedder.identity, cfg.quality_threshold)
+    made_of = fingerprint(labeled, vectors.embedder.identity, cfg.quality.threshold)
     head = store.latest()
     same_setup = head is not None and (head.embedding, head.held_out.threshold) == (vectors.embedder.identity,
-                                                                                     cfg.quality_threshold)
+                                                                                     cfg.quality.threshold)
     if same_setup and head.fingerprint != made_of and len(y) < RETRAIN_GROWTH * head.held_out.labels:
         context.log.info("quality classifier %s kept: %d labels now, %d when it was trained (a new head at %.0f%% "
                          "more)", head.version, len(y), head.held_out.labels, 100 * (RETRAIN_GROWTH - 1))
     elif not same_setup or head.fingerprint != made_of:
         x = features(labeled_vectors(schoolhouse, vectors, labeled), labeled["domain"].to_list())
-        head = train(x, y, vectors.embedder.identity, cfg.quality_threshold, seed=schoolhouse.settings.generation.seed)
+        head = train(x, y, vectors.embedder.identity, cfg.quality.threshold, seed=schoolhouse.settings.generation.seed)
         head.fingerprint = made_of
         head.label_counts = dict(labeled.group_by("domain").len().iter_rows())
         title = f"held out: MAE {head.held_out.mae:.2f} (mean {head.held_out.baseline_mae:.2f}), {len(y)} labels"
@@ -145,7 +145,7 @@ def labeled_vectors(schoolhouse: Schoolhouse, store: EmbeddingStore, labeled: pl
 def quality_scored(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, semantic_deduped: pl.DataFrame,
                    quality_classifier: Path, embeddings: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Every kept row's `quality_score` (0-5) from the classifier as it stands when the batch is
-    scored (its version is in the metadata); below `curation.min_quality` (when above 0) a row is
+    scored (its version is in the metadata); below `curation.quality.min_score` (when above 0) a row is
     rejected, reason quality:educational_value."""
     cfg = schoolhouse.settings.curation
     if not (quality_classifier / "head.json").is_file():
@@ -153,20 +153,21 @@ def quality_scored(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, 
         return dg.Output(semantic_deduped, metadata={**row_metadata(semantic_deduped, "quality"), "classifier": "none"})
     head = HeadStore.load(quality_classifier)
     kept = semantic_deduped.filter(KEPT)
-    embedder, vectors = stored_vectors(schoolhouse, kept)
+    store = embedding_store(schoolhouse)
+    embedder, vectors = store.embedder, store.vectors_of(kept)
     if head.embedding != embedder.identity:
         raise ValueError(f"quality classifier {head.version} learned from {head.embedding} embeddings and "
-                         f"curation.embedding_model gives {embedder.identity}: materialize quality_classifier "
+                         f"curation.semantic.embedding_model gives {embedder.identity}: materialize quality_classifier "
                          "again")  # fmt: skip
     ids, matrix = row_vectors(vectors)
     domain = dict(zip(kept["id"], kept["domain"], strict=True))
     predicted = head.predict(features(matrix, [domain[i] for i in ids])) if ids else np.zeros(0)
-    frame = apply_scores(semantic_deduped, dict(zip(ids, predicted.tolist(), strict=True)), cfg.min_quality)
+    frame = apply_scores(semantic_deduped, dict(zip(ids, predicted.tolist(), strict=True)), cfg.quality.min_score)
     date, domain = batch_parts(context.partition_key)
     return dg.Output(frame, metadata={
         **row_metadata(frame, "quality"), **score_distribution(frame, schoolhouse.path("quality", "scores", date,
                                                                                        f"{domain}.png")),
-        "classifier": head.version, "min_quality": cfg.min_quality,
+        "classifier": head.version, "min_quality": cfg.quality.min_score,
     })  # fmt: skip
 
 

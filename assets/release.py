@@ -21,7 +21,7 @@ def model_card(schoolhouse: Schoolhouse, student_model: Path, exam_report: pl.Da
     scores = {k: v for k, v in summarize(exam_report).items() if k.endswith("_acc")}
     training = json.loads((student_model.parent / "summary.json").read_text())
     card = cards.model_card(cfg.release.model_name, cfg.release.license, cfg.teacher.model, scores, training,
-                              cards.data_summary(decontaminated, cfg.curation.sandbox))  # fmt: skip
+                              cards.data_summary(decontaminated, cfg.curation.sandbox.mode))  # fmt: skip
     folder = folders.build_model_folder(student_model, card, schoolhouse.path("model_card", cfg.release.model_name))
     return dg.Output(folder, metadata={"card": dg.MetadataValue.md(card.text), "files": len(list(folder.iterdir()))})
 
@@ -33,7 +33,7 @@ def dataset_card(schoolhouse: Schoolhouse, decontaminated: pl.LazyFrame) -> dg.O
     cfg = schoolhouse.settings
     name = f"{cfg.release.model_name}-data"
     folder = folders.build_dataset_folder(decontaminated, schoolhouse.path("dataset_card", name), cfg.teacher.model,
-                                          cfg.release.license, sandbox=cfg.curation.sandbox)  # fmt: skip
+                                          cfg.release.license, sandbox=cfg.curation.sandbox.mode)  # fmt: skip
     shards = sorted((folder / "data").glob("*.parquet"))
     return dg.Output(
         folder, metadata={"shards": len(shards), "card": dg.MetadataValue.md((folder / "README.md").read_text())}

@@ -26,12 +26,17 @@ def _launchpad_type(annotation: Any) -> Any:
 
 
 def _overrides_of(model: type[BaseModel], stage: str) -> type[dg.Config]:
-    """A Launchpad config class with the same fields as `model`, each optional (None = profile)."""
-    fields = {
-        name: (Optional[_launchpad_type(f.annotation)], Field(None, description=f.description))
-        for name, f in model.model_fields.items()
-        if name not in s.SET_PER_RUN.get(stage, ())
-    }
+    """A Launchpad config class with the same fields as `model`, each optional (None = profile);
+    a component's settings (`curation.gopher`) become a section of their own."""
+    fields: dict[str, Any] = {}
+    for name, f in model.model_fields.items():
+        if name in s.SET_PER_RUN.get(stage, ()):
+            continue
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            section = _overrides_of(f.annotation, f"{stage}.{name}")
+            fields[name] = (section, Field(default_factory=section, description=f.annotation.__doc__))
+        else:
+            fields[name] = (Optional[_launchpad_type(f.annotation)], Field(None, description=f.description))
     return create_model(model.__name__.replace("Settings", "Overrides"), __base__=dg.Config, **fields)
 
 

@@ -104,8 +104,8 @@ def served_model(url: str, model: str, api_key: str | None, api_key_env: str, ti
 def sandbox(settings: Settings) -> list[Check]:
     from pipeline.sandbox.isolation import SandboxUnavailable, check_isolation
 
-    if settings.curation.sandbox == "unconfined":
-        return [Check("sandbox", True, "curation.sandbox = unconfined: generated code runs with limits only, "
+    if settings.curation.sandbox.mode == "unconfined":
+        return [Check("sandbox", True, "curation.sandbox.mode = unconfined: generated code runs with limits only, "
                                        "on purpose (warned in every run)")]  # fmt: skip
     try:
         return [Check("sandbox", True, f"bubblewrap isolates generated code here ({check_isolation()})")]

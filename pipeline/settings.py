@@ -9,6 +9,7 @@ and what it accepts.
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -122,85 +123,163 @@ class GenerationSettings(_Settings):
     topics_file: str = Field("", description="Extra text topics, one 'field: topic' per line.")
 
 
-class CurationSettings(_Settings):
+# Curation: one settings class per component, named as in the profile (`curation.gopher.min_words`);
+# the module that reads each one is named above it.
+
+
+class GopherSettings(_Settings):
+    """pipeline/curation/rules.py: Gopher's quality and repetition rules (Rae et al. 2021), on text rows."""
+
     min_words: int = Field(50, ge=1, description="Text rows with fewer words are rejected.")
-    max_words: int = Field(100_000, ge=1)
-    min_mean_word_length: float = Field(3.0, ge=0, description="Gopher quality rule.")
-    max_mean_word_length: float = Field(10.0, ge=0, description="Gopher quality rule.")
-    max_symbol_word_ratio: float = Field(0.1, ge=0, description="Gopher: '#' and '...' per word.")
-    min_alpha_word_ratio: float = Field(0.8, ge=0, le=1, description="Gopher: words with a letter.")
-    max_dup_line_frac: float = Field(0.3, ge=0, le=1, description="Gopher repetition: duplicated lines.")
-    max_dup_para_frac: float = Field(0.3, ge=0, le=1, description="Gopher repetition: duplicated paragraphs.")
-    max_dup_line_char_frac: float = Field(0.2, ge=0, le=1, description="Gopher: characters in duplicated lines.")
-    max_dup_para_char_frac: float = Field(0.2, ge=0, le=1, description="Gopher: characters in duplicated paragraphs.")
+    max_words: int = Field(100_000, ge=1, description="Text rows with more words are rejected.")
+    min_mean_word_length: float = Field(3.0, ge=0, description="Shortest mean word length.")
+    max_mean_word_length: float = Field(10.0, ge=0, description="Longest mean word length.")
+    max_symbol_word_ratio: float = Field(0.1, ge=0, description="'#' and '...' per word.")
+    min_alpha_word_ratio: float = Field(0.8, ge=0, le=1, description="Share of words with a letter.")
+    max_dup_line_frac: float = Field(0.3, ge=0, le=1, description="Duplicated lines.")
+    max_dup_para_frac: float = Field(0.3, ge=0, le=1, description="Duplicated paragraphs.")
+    max_dup_line_char_frac: float = Field(0.2, ge=0, le=1, description="Characters in duplicated lines.")
+    max_dup_para_char_frac: float = Field(0.2, ge=0, le=1, description="Characters in duplicated paragraphs.")
     top_ngram_fracs: list[float] = Field(
-        default_factory=lambda: [0.2, 0.18, 0.16], description="Gopher: most frequent 2/3/4-gram's character share."
+        default_factory=lambda: [0.2, 0.18, 0.16], description="Most frequent 2/3/4-gram's character share."
     )
     dup_ngram_fracs: list[float] = Field(
         default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10],
-        description="Gopher: characters in duplicated 5..10-grams.",
+        description="Characters in duplicated 5..10-grams.",
     )
-    min_line_punct_ratio: float = Field(0.12, ge=0, le=1, description="FineWeb: lines ending in punctuation.")
-    max_short_line_ratio: float = Field(0.67, ge=0, le=1, description="FineWeb: lines of <= 30 characters.")
-    max_char_dup_ratio: float = Field(0.01, ge=0, le=1, description="FineWeb: characters in repeated lines.")
-    max_new_line_ratio: float = Field(0.3, ge=0, description="FineWeb: newlines per word (list-like text).")
-    decontamination_ngram: int = Field(13, ge=3, description="n for word n-gram exam overlap.")
-    code_decontamination_ngram: int = Field(20, ge=5, description="n for renamed-token code overlap.")
-    minhash_bands: int = Field(16, ge=1, description="LSH bands (datatrove: 14; 16 x 7 chosen on clusters of "
-                               "variants, bench/dedup.py --clusters).")
-    minhash_rows: int = Field(7, ge=1, description="Rows per band (datatrove: 8).")
-    shingle_words: int = Field(5, ge=1, description="Words per MinHash shingle.")
-    verify_jaccard: float = Field(0.8, ge=0, le=1, description="Check LSH pairs' true Jaccard (0 = off: every "
-                                  "pair sharing a bucket counts).")
-    min_kept_rows: int = Field(1, ge=0, description="Blocking check: fewer kept rows stop the run.")
-    min_kept_share: float = Field(
-        0.0, ge=0, le=1, description="Blocking check: a batch that keeps a smaller share of its rows stops the run "
-        "(a teacher, a prompt or a rule gone wrong; 0 = off).",
-    )
-    sandbox_timeout_s: float = Field(10.0, gt=0, description="Wall time per code row's tests.")
-    sandbox: SandboxMode = Field(
+
+
+class FineWebSettings(_Settings):
+    """pipeline/curation/rules.py: FineWeb's line rules (Penedo et al. 2024), on text rows."""
+
+    min_line_punct_ratio: float = Field(0.12, ge=0, le=1, description="Lines ending in punctuation.")
+    max_short_line_ratio: float = Field(0.67, ge=0, le=1, description="Lines of <= 30 characters.")
+    max_char_dup_ratio: float = Field(0.01, ge=0, le=1, description="Characters in repeated lines.")
+    max_new_line_ratio: float = Field(0.3, ge=0, description="Newlines per word (list-like text).")
+
+
+class SandboxSettings(_Settings):
+    """pipeline/sandbox: how every generated program (exercises' tests, HumanEval answers) runs."""
+
+    mode: SandboxMode = Field(
         SandboxMode.isolated,
-        description="isolated: every generated program (exercises, HumanEval answers) runs in a bubblewrap "
-        "sandbox, and the step fails if the machine cannot isolate; unconfined: resource limits only, on "
-        "purpose (warned in every run and written into the dataset card).",
+        description="isolated: every generated program runs in a bubblewrap sandbox, and the step fails if the "
+        "machine cannot isolate; unconfined: resource limits only, on purpose (warned in every run and written "
+        "into the dataset card).",
     )
-    sandbox_workers: int = Field(0, ge=0, description="Programs run at once, one sandbox each (0 = one per core).")
-    workers: int = Field(0, ge=0, description="Processes for the prose document rules (0 = one per core).")
+    timeout_s: float = Field(10.0, gt=0, description="Wall time per code row's tests.")
+    workers: int = Field(0, ge=0, description="Programs run at once, one sandbox each (0 = one per core).")
+
+
+class MinHashSettings(_Settings):
+    """pipeline/curation/dedup.py: near-duplicates by MinHash LSH over word shingles."""
+
+    bands: int = Field(16, ge=1, description="LSH bands (datatrove: 14; 16 x 7 chosen on clusters of variants, "
+                       "bench/dedup.py --clusters).")  # fmt: skip
+    rows: int = Field(7, ge=1, description="Rows per band (datatrove: 8).")
+    shingle_words: int = Field(5, ge=1, description="Words per shingle.")
+    verify_jaccard: float = Field(0.8, ge=0, le=1, description="Check LSH pairs' true Jaccard (0 = off: every "
+                                  "pair sharing a bucket counts).")  # fmt: skip
+
+
+class SemanticSettings(_Settings):
+    """pipeline/curation/embeddings.py and semantic_dedup.py: rows embedded by meaning (also read by
+    decontamination and the quality classifier), and dedup by meaning (SemDeDup)."""
+
     embedding_model: str = Field(
         "all-MiniLM-L6-v2", description="Embeds kept rows by meaning: 'all-MiniLM-L6-v2' (shipped in a package), "
         "'teacher' (the embedded SmolLM2, mean-pooled) or a transformers model folder.",
     )
     passage_words: int = Field(64, ge=8, description="Words per embedded passage (half-overlapping).")
-    semantic_dedup: float = Field(
+    dedup_threshold: float = Field(
         0.92, ge=0, le=1, description="Reject kept rows whose embedding is at least this cosine-similar to an "
-        "earlier kept row's (0 = off; SemDeDup).",
+        "earlier kept row's (0 = off).",
     )
-    semantic_decontamination: float = Field(
+
+
+class DecontaminationSettings(_Settings):
+    """pipeline/curation/decontamination.py (n-grams) and semantic.py (by meaning): rows that hold an
+    exam item are rejected, naming it."""
+
+    ngram: int = Field(13, ge=3, description="n for word n-gram exam overlap.")
+    code_ngram: int = Field(20, ge=5, description="n for renamed-token code overlap.")
+    semantic_threshold: float = Field(
         0.6, ge=0, le=1, description="Candidates: rows with a passage that contains an MMLU answer and is at least "
-        "this cosine-similar to its item (0 = off); semantic_decontamination_rule then decides.",
+        "this cosine-similar to its item (0 = off); question_words then decides.",
     )
-    semantic_decontamination_rule: float = Field(
+    question_words: float = Field(
         0.75, ge=0, le=1, description="A candidate is rejected only when its passage also holds this share of the "
         "question's words, weighted by rarity (IDF; 0 = off); chosen on the tuning half of bench/decontamination.py's "
         "rows.",
     )
-    quality_sample: int = Field(
-        16, ge=0, description="Kept rows per batch the teacher grades for educational value (seeded); the quality "
+
+
+class QualitySettings(_Settings):
+    """pipeline/curation/quality_labels.py (the teacher grades a sample) and quality_classifier.py
+    (a head on the embeddings scores every row), as FineWeb-Edu does."""
+
+    sample: int = Field(
+        16, ge=0, description="Kept rows per batch the teacher grades for educational value (seeded); the "
         "classifier learns from every batch's labels.",
     )
-    quality_prompt_text: str = Field("", description="Judge prompt YAML for text rows ('' = FineWeb-Edu's 0-5).")
-    quality_prompt_code: str = Field("", description="Judge prompt YAML for code rows ('' = phi-1-style 0-5).")
-    quality_guided: bool = Field(
+    prompt_text: str = Field("", description="Judge prompt YAML for text rows ('' = FineWeb-Edu's 0-5).")
+    prompt_code: str = Field("", description="Judge prompt YAML for code rows ('' = phi-1-style 0-5).")
+    guided: bool = Field(
         True, description="Hold the judge's answer to its prompt's answer_regex with vLLM's structured outputs (a "
         "small teacher otherwise rarely states a score); off for servers without them.",
     )
-    quality_judge_words: int = Field(600, ge=16, description="Words of a row the judge reads (FineWeb-Edu: extracts).")
-    quality_threshold: float = Field(3.0, ge=0, le=5, description="Educational enough (FineWeb-Edu: 3): the "
-                                     "classifier's held-out F1 is measured at it.")
-    min_quality: float = Field(
+    judge_words: int = Field(600, ge=16, description="Words of a row the judge reads (FineWeb-Edu: extracts).")
+    threshold: float = Field(3.0, ge=0, le=5, description="Educational enough (FineWeb-Edu: 3): the classifier's "
+                             "held-out F1 is measured at it.")  # fmt: skip
+    min_score: float = Field(
         0.0, ge=0, le=5, description="Reject kept rows the classifier scores below this (0 = keep all, scores still "
         "computed); reason quality:educational_value.",
     )
+
+
+class CurationSettings(_Settings):
+    workers: int = Field(0, ge=0, description="Processes for the prose document rules (0 = one per core).")
+    min_kept_rows: int = Field(1, ge=0, description="Blocking check: fewer kept rows stop the run.")
+    min_kept_share: float = Field(
+        0.0, ge=0, le=1, description="Blocking check: a batch that keeps a smaller share of its rows stops the run "
+        "(a teacher, a prompt or a rule gone wrong; 0 = off).",
+    )
+    gopher: GopherSettings = Field(default_factory=GopherSettings)
+    fineweb: FineWebSettings = Field(default_factory=FineWebSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    minhash: MinHashSettings = Field(default_factory=MinHashSettings)
+    semantic: SemanticSettings = Field(default_factory=SemanticSettings)
+    decontamination: DecontaminationSettings = Field(default_factory=DecontaminationSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+
+
+# The flat curation names before the settings took the components' shape: a profile or --set that
+# still uses one is read under its new name, with a warning (docs/operations.md lists them).
+RENAMED = {
+    **{f"curation.{name}": f"curation.gopher.{name}" for name in GopherSettings.model_fields},
+    **{f"curation.{name}": f"curation.fineweb.{name}" for name in FineWebSettings.model_fields},
+    "curation.sandbox": "curation.sandbox.mode",
+    "curation.sandbox_timeout_s": "curation.sandbox.timeout_s",
+    "curation.sandbox_workers": "curation.sandbox.workers",
+    "curation.minhash_bands": "curation.minhash.bands",
+    "curation.minhash_rows": "curation.minhash.rows",
+    "curation.shingle_words": "curation.minhash.shingle_words",
+    "curation.verify_jaccard": "curation.minhash.verify_jaccard",
+    "curation.embedding_model": "curation.semantic.embedding_model",
+    "curation.passage_words": "curation.semantic.passage_words",
+    "curation.semantic_dedup": "curation.semantic.dedup_threshold",
+    "curation.decontamination_ngram": "curation.decontamination.ngram",
+    "curation.code_decontamination_ngram": "curation.decontamination.code_ngram",
+    "curation.semantic_decontamination": "curation.decontamination.semantic_threshold",
+    "curation.semantic_decontamination_rule": "curation.decontamination.question_words",
+    "curation.quality_sample": "curation.quality.sample",
+    "curation.quality_prompt_text": "curation.quality.prompt_text",
+    "curation.quality_prompt_code": "curation.quality.prompt_code",
+    "curation.quality_guided": "curation.quality.guided",
+    "curation.quality_judge_words": "curation.quality.judge_words",
+    "curation.quality_threshold": "curation.quality.threshold",
+    "curation.min_quality": "curation.quality.min_score",
+}
 
 
 class TrainingSettings(TrainConfig):
@@ -384,34 +463,83 @@ def profile_values(profile: str, _seen: tuple[str, ...] = ()) -> dict[str, dict[
         section = values.get(stage) or {}
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {stage} must be a mapping of field -> value")
-        merged[stage] = {**base.get(stage, {}), **section}
+        merged[stage] = _merge(base.get(stage, {}), renamed(stage, section, str(path)))
     merged["required"] = [*base.get("required", []), *values.get("required", [])]
     return merged
 
 
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` over `base`, component by component (a profile that sets one Gopher threshold keeps
+    the others it extends)."""
+    merged = dict(base)
+    for key, value in update.items():
+        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_mappings else value
+    return merged
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    """Overrides without their unset (None) fields, at every depth."""
+    kept = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = _without_none(value)
+        if value is not None and value != {}:
+            kept[key] = value
+    return kept
+
+
+def renamed(stage: str, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` with any name from before the settings were nested (`RENAMED`) moved to its new
+    place, warning once per name."""
+    moved: dict[str, Any] = {}
+    for key, value in values.items():
+        new = RENAMED.get(f"{stage}.{key}")
+        if new is None or isinstance(value, dict):  # `curation.sandbox: {mode: ...}` is the new shape
+            moved = _merge(moved, {key: value})
+            continue
+        logging.getLogger(__name__).warning("%s: %s.%s is now %s", source, stage, key, new)
+        *groups, field = new.split(".")[1:]
+        for group in reversed(groups):
+            value, field = {field: value}, group
+        moved = _merge(moved, {field: value})
+    return moved
+
+
+def _is_set(values: dict[str, Any], dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return False
+        values = values[part]
+    return True
+
+
+def _description(dotted: str) -> str:
+    model: Any = Settings
+    for part in dotted.split("."):
+        field = model.model_fields[part]
+        model = field.annotation
+    return (field.description or "").rstrip(".")
+
+
 def _missing(values: dict[str, Any], chosen: dict[str, dict[str, Any]]) -> list[str]:
     """The profile's `required` fields that neither a profile file nor an override sets."""
-    missing = []
-    for name in values["required"]:
-        stage, _, field = name.partition(".")
-        if field not in values.get(stage, {}) and field not in chosen.get(stage, {}):
-            model = Settings.model_fields[stage].annotation
-            missing.append(f"{name} ({model.model_fields[field].description.rstrip('.')})")
-    return missing
+    return [f"{name} ({_description(name)})" for name in values["required"]
+            if not _is_set(values, name) and not _is_set(chosen, name)]  # fmt: skip
 
 
 def resolve(profile: str, overrides: dict[str, dict[str, Any]] | None = None, complete: bool = True) -> Settings:
     """Profile values, then the run's overrides (None means "keep the profile's value").
     `complete`: the profile's `required` fields must be set (False: a tool that uses none of them)."""
     values = profile_values(profile)
-    chosen = {stage: {k: v for k, v in (overrides or {}).get(stage, {}).items() if v is not None} for stage in STAGES}
+    chosen = {stage: renamed(stage, _without_none((overrides or {}).get(stage) or {}), "override") for stage in STAGES}
     missing = _missing(values, chosen) if complete else []
     if missing:
         raise ConfigError(f"profile {profile} needs your values for: {'; '.join(missing)}. Set them in a profile "
                           f"file that starts with `extends: {profile}`, or with --set stage.field=value")  # fmt: skip
     merged: dict[str, Any] = {"profile": profile}
     for stage in STAGES:
-        merged[stage] = {**values[stage], **chosen[stage]}
+        merged[stage] = _merge(values[stage], chosen[stage])
     try:
         return Settings.model_validate(merged)
     except ValidationError as error:

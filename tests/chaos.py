@@ -37,7 +37,7 @@ from pipeline import atomic
 
 DATE, DOMAIN = "2026-11-23", "text"
 SETS = ["--set", "generation.samples_per_domain=8", "--set", "generation.max_tokens=256",
-        "--set", "curation.quality_sample=3"]  # fmt: skip
+        "--set", "curation.quality.sample=3"]  # fmt: skip
 STEPS = {"generate": ["generations"],
          "curate": ["curated", "deduped", "embeddings", "semantic_deduped", "quality_labels", "quality_classifier",
                     "quality_scored", "decontaminated", "token_shards"]}  # fmt: skip

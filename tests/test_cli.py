@@ -17,10 +17,10 @@ from pipeline.settings import ConfigError
 
 
 def test_set_names_the_launchpad_fields_and_reads_values_as_yaml():
-    overrides = parse_sets(["training.max_steps=200", "exam.tasks=[arc_easy, piqa]", "curation.min_quality=2.5",
+    overrides = parse_sets(["training.max_steps=200", "exam.tasks=[arc_easy, piqa]", "curation.quality.min_score=2.5",
                             "teacher.urls=[http://gpu-host:8000/v1]", "generation.allow_repeats=true"])  # fmt: skip
     assert overrides == {"training": {"max_steps": 200}, "exam": {"tasks": ["arc_easy", "piqa"]},
-                         "curation": {"min_quality": 2.5}, "teacher": {"urls": ["http://gpu-host:8000/v1"]},
+                         "curation": {"quality": {"min_score": 2.5}}, "teacher": {"urls": ["http://gpu-host:8000/v1"]},
                          "generation": {"allow_repeats": True}}  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def test_a_scheduled_run_uses_the_deployments_profile(artifact_home, tmp_path):
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["tags"]["schoolhouse/profile"] == seen["weekly"]["schoolhouse/profile"] == "experiments"
     assert seen["partition"] == "2026-12-05|text"
-    assert seen["prompts"] == 100  # the experiments profile's samples_per_domain, not the demo's 20
+    assert seen["prompts"] == 250  # the experiments profile's samples_per_domain, not the demo's 20
 
 
 def _schoolhouse(argv: list[str], home, dagster_home, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -114,7 +114,7 @@ def test_generate_then_curate_a_days_batches_from_the_command(teacher_url, artif
         rows = pl.read_parquet(artifact_home / "tables" / "generations" / "2026-11-22" / f"{domain}.parquet")
         assert rows.height == 3 and set(rows["domain"]) == {domain}
 
-    no_judge = ["--set", "curation.quality_sample=0"]  # the judge is tested elsewhere
+    no_judge = ["--set", "curation.quality.sample=0"]  # the judge is tested elsewhere
     curated = _schoolhouse(["curate", "--teacher-url", teacher_url, "--date", "2026-11-22", "--domain", "text",
                             *sets, *no_judge], artifact_home, tmp_path / "dagster")  # fmt: skip
     assert curated.returncode == 0, curated.stderr[-3000:]

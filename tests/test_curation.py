@@ -70,7 +70,7 @@ def test_prose_rules_judge_text_rows_only():
 def test_code_rows_run_their_own_tests(body, reason):
     broken = EXERCISE.replace("    return 2 * x", body)
     out = curate(rows(("code", EXERCISE), ("code", broken), ("code", "just prose, no code")),
-                 CurationSettings(sandbox_timeout_s=2))  # fmt: skip
+                 CurationSettings(sandbox={"timeout_s": 2}))  # fmt: skip
     assert reasons(out) == [None, reason, "curation:code_format"]
     checks = json.loads(out.sort("id")["checks"][0])
     assert checks["code"] == "passed"

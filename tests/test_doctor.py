@@ -104,7 +104,7 @@ def test_a_machine_that_cannot_isolate_fails_the_sandbox_check_unless_unconfined
     check_isolation.cache_clear()
     (sandbox,) = doctor.diagnose(resolve("demo"), ["sandbox"])
     assert not sandbox.passed and "bwrap" in sandbox.found and "install bubblewrap" in sandbox.fix
-    (unconfined,) = doctor.diagnose(resolve("demo", {"curation": {"sandbox": "unconfined"}}), ["sandbox"])
+    (unconfined,) = doctor.diagnose(resolve("demo", {"curation": {"sandbox": {"mode": "unconfined"}}}), ["sandbox"])
     assert unconfined.passed and "unconfined" in unconfined.found
 
 

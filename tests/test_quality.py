@@ -44,7 +44,7 @@ def test_the_shipped_prompts_load_and_a_bad_one_names_its_file(tmp_path):
     bad.write_text("name: x\ntemplate: no placeholder\nscore_pattern: 'score (\\d)'\n")
     with pytest.raises(ValueError, match=r"judge\.yaml: template has no \{text\}"):
         JudgePrompt.load("text", str(bad))
-    with pytest.raises(ValueError, match="curation.quality_prompt_code"):
+    with pytest.raises(ValueError, match="curation.quality.prompt_code"):
         JudgePrompt.load("code", str(tmp_path / "missing.yaml"))
 
 
@@ -96,7 +96,7 @@ def test_the_head_learns_the_grades_better_than_their_mean(graded, tmp_path):
 
 def test_too_few_labels_is_an_error_that_says_what_to_change(graded):
     embedder, vectors, y = graded
-    with pytest.raises(ValueError, match="curation.quality_sample"):
+    with pytest.raises(ValueError, match="curation.quality.sample"):
         train(features(vectors[:5], ["text"] * 5), y[:5], embedder.identity, 3.0)
 
 

@@ -309,7 +309,7 @@ def test_without_bubblewrap_the_error_names_the_cause_and_the_fix(monkeypatch):
         check_isolation.cache_clear()
     message = str(error.value)
     assert "bubblewrap (`bwrap`) is not on PATH" in message
-    assert "apt-get install bubblewrap" in message and "curation.sandbox: unconfined" in message
+    assert "apt-get install bubblewrap" in message and "curation.sandbox.mode: unconfined" in message
 
 
 def test_code_rows_are_not_run_when_the_machine_cannot_isolate(no_isolation, caplog):
@@ -318,7 +318,7 @@ def test_code_rows_are_not_run_when_the_machine_cannot_isolate(no_isolation, cap
     with pytest.raises(SandboxUnavailable, match="No permissions to creating new namespace.*Fix: install bubblewrap"):
         curate(rows(("code", CODE_ROW)), CurationSettings())
     # on purpose, unconfined: the row runs, with a warning
-    out = curate(rows(("code", CODE_ROW)), CurationSettings(sandbox="unconfined"))
+    out = curate(rows(("code", CODE_ROW)), CurationSettings(sandbox={"mode": "unconfined"}))
     assert out["status"].to_list() == ["kept"]
     assert json.loads(out["checks"][0])["code"] == "passed"
     assert "WITHOUT isolation" in caplog.text
@@ -330,7 +330,7 @@ def test_an_unconfined_run_says_so_in_the_dataset_card(tmp_path):
 
     frame = rows(("text", "A kept row."))
     card = build_dataset_folder(frame, tmp_path / "data", "teacher", "apache-2.0", sandbox="unconfined") / "README.md"
-    assert "code tests ran: WITHOUT isolation (curation.sandbox: unconfined)" in card.read_text()
+    assert "code tests ran: WITHOUT isolation (curation.sandbox.mode: unconfined)" in card.read_text()
     isolated = build_dataset_folder(frame, tmp_path / "iso", "teacher", "apache-2.0") / "README.md"
     assert "code tests ran: in a bubblewrap sandbox" in isolated.read_text()
     assert pl.read_parquet(next((tmp_path / "data" / "data").glob("*.parquet"))).height == 1
@@ -339,9 +339,9 @@ def test_an_unconfined_run_says_so_in_the_dataset_card(tmp_path):
 def test_the_unconfined_mode_is_a_setting_that_lists_its_values():
     from pipeline.settings import ConfigError, resolve
 
-    assert resolve("demo").curation.sandbox == "isolated"
-    with pytest.raises(ConfigError, match=r"curation.sandbox = 'off': Input should be 'isolated' or 'unconfined'"):
-        resolve("demo", {"curation": {"sandbox": "off"}})
+    assert resolve("demo").curation.sandbox.mode == "isolated"
+    with pytest.raises(ConfigError, match=r"curation.sandbox.mode = 'off': Input should be 'isolated' or 'unconfined'"):
+        resolve("demo", {"curation": {"sandbox": {"mode": "off"}}})
 
 
 def test_sys_executable_is_not_needed_inside():

@@ -37,7 +37,7 @@ def test_passages_overlap_by_half_and_cover_every_word():
 
 
 def test_each_row_is_embedded_once(embedder, tmp_path):
-    store = EmbeddingStore(tmp_path, embedder, CurationSettings().passage_words)
+    store = EmbeddingStore(tmp_path, embedder, CurationSettings().semantic.passage_words)
     first = rows(("text", PROSE), ("text", "A short note on rivers and the sea."), batch="2026-11-20|text")
     vectors, embedded = store.update(first.select("id", "batch", "text"))
     assert embedded == 2 and set(vectors["id"]) == {"row000", "row001"}
@@ -65,11 +65,11 @@ def test_reworded_exam_questions_are_caught_by_meaning_and_missed_by_ngrams(embe
     index, code_index = exam_indexes(13, 20)
     assert all(index.match(case["text"]) is None for case in heavy)
 
-    store = EmbeddingStore(tmp_path, embedder, CurationSettings().passage_words)
+    store = EmbeddingStore(tmp_path, embedder, CurationSettings().semantic.passage_words)
     vectors, _ = store.update(frame.select("id", "batch", "text"))
     nearest = semantic_index.nearest(vectors, dict(zip(frame["id"], frame["text"], strict=True)),
-                                     CurationSettings().passage_words)
-    threshold = CurationSettings().semantic_decontamination
+                                     CurationSettings().semantic.passage_words)
+    threshold = CurationSettings().decontamination.semantic_threshold
     out = semantic_decontaminate(frame, nearest, threshold, rule=0).sort("id")
     caught = out.head(len(heavy))
     named = [c["contamination"] for c in caught.iter_rows(named=True)]
@@ -92,10 +92,10 @@ def test_lessons_naming_an_answer_are_kept_and_a_paraphrased_item_is_caught(embe
                  "buys less over time. Central banks try to keep it near two percent a year, raising interest rates "
                  "when prices climb faster and lowering them when the economy slows.")  # fmt: skip
     frame = rows(("text", LESSON), ("text", inflation), ("text", PARAPHRASE))
-    words = CurationSettings().passage_words
+    words = CurationSettings().semantic.passage_words
     vectors, _ = EmbeddingStore(tmp_path, embedder, words).update(frame.select("id", "batch", "text"))
     nearest = semantic_index.nearest(vectors, dict(zip(frame["id"], frame["text"], strict=True)), words)
-    threshold = CurationSettings().semantic_decontamination
+    threshold = CurationSettings().decontamination.semantic_threshold
     alone = semantic_decontaminate(frame, nearest, threshold, rule=0).sort("id")
     assert alone["reason"].to_list() == ["decontamination:semantic"] * 3
     out = semantic_decontaminate(frame, nearest, threshold).sort("id")
@@ -120,11 +120,11 @@ def test_rows_that_say_the_same_thing_are_deduplicated_by_meaning(embedder, tmp_
              "water up from the roots through the xylem and cools the plant on hot days.")  # fmt: skip
     later = rows(("text", reworded), ("text", other), batch="2026-11-21|text", prefix="new")
     frame = pl.concat([later, earlier])  # order in the table does not decide: the earlier batch wins
-    vectors, _ = EmbeddingStore(tmp_path, embedder, CurationSettings().passage_words).update(
+    vectors, _ = EmbeddingStore(tmp_path, embedder, CurationSettings().semantic.passage_words).update(
         frame.select("id", "batch", "text"))  # fmt: skip
     ids, matrix = row_vectors(vectors)
     index = SemanticIndex(tmp_path / "index", "text", embedder.dimensions, {"model": embedder.identity})
-    threshold = CurationSettings().semantic_dedup
+    threshold = CurationSettings().semantic.dedup_threshold
     first, _ = semantic_dedup_batch(earlier, ids, matrix, index, threshold)
     second, _ = semantic_dedup_batch(later, ids, matrix, index, threshold)
     out = pl.concat([first, second])

@@ -90,6 +90,50 @@ def test_resource_resolves_launchpad_overrides():
     assert resource.settings.training.zero_stage == 3
 
 
+def test_a_component_section_overrides_one_threshold_and_keeps_the_rest(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: phi-1.5\ncuration:\n  quality:\n    threshold: 2.5\n")
+    resolved = settings.resolve(str(mine), {**YOURS, "curation": {"gopher": {"min_words": 80}}})
+    assert resolved.curation.quality.threshold == 2.5
+    assert (resolved.curation.quality.sample, resolved.curation.quality.min_score) == (500, 3.0)  # from phi-1.5
+    assert resolved.curation.gopher.min_words == 80 and resolved.curation.gopher.max_words == 100_000
+
+
+def test_a_flat_name_from_before_the_components_is_read_under_its_new_name(tmp_path, caplog):
+    old = tmp_path / "old.yaml"
+    old.write_text("curation:\n  min_quality: 2.0\n  sandbox: unconfined\n  minhash_bands: 14\n")
+    with caplog.at_level("WARNING"):
+        resolved = settings.resolve(str(old), {"curation": {"quality_sample": 5}})
+    c = resolved.curation
+    assert (c.quality.min_score, c.sandbox.mode, c.minhash.bands, c.quality.sample) == (2.0, "unconfined", 14, 5)
+    assert "curation.min_quality is now curation.quality.min_score" in caplog.text
+    assert "curation.quality_sample is now curation.quality.sample" in caplog.text
+    for old_name, new_name in settings.RENAMED.items():  # every new name exists
+        _, *path = new_name.split(".")
+        model = settings.CurationSettings
+        for part in path:
+            model = model.model_fields[part].annotation
+        assert old_name.count(".") == 1
+
+
+def test_a_bad_component_value_names_its_whole_path():
+    with pytest.raises(settings.ConfigError, match=r"curation.minhash.bands = 0: Input should be greater than"):
+        settings.resolve("demo", {"curation": {"minhash": {"bands": 0}}})
+    with pytest.raises(settings.ConfigError, match=r"curation.gopher.min_word = 3: Extra inputs"):
+        settings.resolve("demo", {"curation": {"gopher": {"min_word": 3}}})
+
+
+def test_the_launchpad_shows_each_components_knobs_with_their_descriptions():
+    schema = Schoolhouse.to_config_schema().as_field().config_type
+    curation = schema.fields["curation"].config_type
+    gopher = curation.fields["gopher"].config_type
+    assert gopher.fields["min_words"].description == "Text rows with fewer words are rejected."
+    assert "bubblewrap" in curation.fields["sandbox"].config_type.fields["mode"].description
+    resource = Schoolhouse(profile="demo", curation={"quality": {"sample": 3}, "gopher": {"min_words": 9}})
+    assert resource.settings.curation.quality.sample == 3 and resource.settings.curation.gopher.min_words == 9
+    assert resource.settings.curation.gopher.max_words == 100_000
+
+
 def test_definitions_load_with_every_stage():
     from assets.definitions import defs
 

@@ -47,7 +47,7 @@ def document_reasons(texts: list[str], settings: CurationSettings) -> list[str |
 
 
 def apply_prose_rules(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
-    frame = reject(frame, pl.when(IS_TEXT).then(first_reason(table_rules(settings), "curation")))
+    frame = reject(frame, pl.when(IS_TEXT).then(first_reason(table_rules(settings.gopher), "curation")))
     todo = frame.with_row_index("_row").filter(KEPT & IS_TEXT)
     reasons = [None] * frame.height
     for row, reason in zip(todo["_row"], document_reasons(todo["text"].to_list(), settings), strict=True):
@@ -56,7 +56,7 @@ def apply_prose_rules(frame: pl.DataFrame, settings: CurationSettings) -> pl.Dat
 
 
 def sandbox_limits(settings: CurationSettings) -> Limits:
-    return Limits(wall_s=settings.sandbox_timeout_s, cpu_s=max(1, int(settings.sandbox_timeout_s)))
+    return Limits(wall_s=settings.sandbox.timeout_s, cpu_s=max(1, int(settings.sandbox.timeout_s)))
 
 
 def apply_code_tests(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
@@ -73,8 +73,8 @@ def apply_code_tests(frame: pl.DataFrame, settings: CurationSettings) -> pl.Data
         else:
             found[row_id] = program
     progress = Progress("code tests", len(programs), log)
-    outcomes = run_many(programs, sandbox_limits(settings), workers=settings.sandbox_workers, mode=settings.sandbox,
-                        on_done=lambda _: progress.advance())  # fmt: skip
+    outcomes = run_many(programs, sandbox_limits(settings), workers=settings.sandbox.workers,
+                        mode=settings.sandbox.mode, on_done=lambda _: progress.advance())  # fmt: skip
     found.update({row_id: sandbox_verdict(outcome) for row_id, outcome in zip(ids, outcomes, strict=True)})
     ids = list(found)
     reasons = [found[i][0] for i in ids]

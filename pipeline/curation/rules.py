@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import polars as pl
 
-from pipeline.settings import CurationSettings
+from pipeline.settings import CurationSettings, FineWebSettings, GopherSettings
 
 _WORDS = pl.col("text").str.extract_all(r"\S+")
 
 
-def table_rules(s: CurationSettings) -> list[tuple[str, pl.Expr]]:
+def table_rules(s: GopherSettings) -> list[tuple[str, pl.Expr]]:
     """(name, expression that is true when the row breaks the rule): Gopher's quality rules."""
     words = _WORDS.list.len()
     mean_len = _WORDS.list.eval(pl.element().str.len_chars()).list.mean()
@@ -66,7 +66,7 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
-def repeated_lines_and_paragraphs(doc: Document, s: CurationSettings) -> str | None:
+def repeated_lines_and_paragraphs(doc: Document, s: GopherSettings) -> str | None:
     """Gopher: too many lines or paragraphs (or their characters) repeat an earlier one."""
     for unit, items, max_frac, max_char_frac in (
         ("line", doc.lines, s.max_dup_line_frac, s.max_dup_line_char_frac),
@@ -81,7 +81,7 @@ def repeated_lines_and_paragraphs(doc: Document, s: CurationSettings) -> str | N
     return None
 
 
-def top_ngram_share(doc: Document, s: CurationSettings) -> str | None:
+def top_ngram_share(doc: Document, s: GopherSettings) -> str | None:
     """Gopher: the most frequent 2-, 3- or 4-gram covers too many of the word characters."""
     for n, limit in zip((2, 3, 4), s.top_ngram_fracs, strict=False):
         grams = Counter(tuple(doc.words[i : i + n]) for i in range(len(doc.words) - n + 1))
@@ -92,7 +92,7 @@ def top_ngram_share(doc: Document, s: CurationSettings) -> str | None:
     return None
 
 
-def duplicated_ngram_share(doc: Document, s: CurationSettings) -> str | None:
+def duplicated_ngram_share(doc: Document, s: GopherSettings) -> str | None:
     """Gopher: words inside repeated 5- to 10-grams cover too many of the word characters."""
     words = doc.words
     for n, limit in zip(range(5, 11), s.dup_ngram_fracs, strict=False):
@@ -111,7 +111,7 @@ def duplicated_ngram_share(doc: Document, s: CurationSettings) -> str | None:
 _TERMINAL = (".", "!", "?", '"', "'", ":", ";", ")", "…")  # FineWeb's line-end punctuation, loosely
 
 
-def fineweb_lines(doc: Document, s: CurationSettings) -> str | None:
+def fineweb_lines(doc: Document, s: FineWebSettings) -> str | None:
     """FineWeb: too few lines end in punctuation, too many are short, or repeated lines."""
     lines = doc.lines
     if not lines:
@@ -125,25 +125,26 @@ def fineweb_lines(doc: Document, s: CurationSettings) -> str | None:
     return None
 
 
-def list_like(doc: Document, s: CurationSettings) -> str | None:
+def list_like(doc: Document, s: FineWebSettings) -> str | None:
     """FineWeb: more newlines per word than prose has (a list, not a text)."""
     return "list_ratio" if doc.text.count("\n") / max(len(doc.words), 1) > s.max_new_line_ratio else None
 
 
-DOCUMENT_RULES: list[Callable[[Document, CurationSettings], str | None]] = [
-    repeated_lines_and_paragraphs,
-    top_ngram_share,
-    duplicated_ngram_share,
-    fineweb_lines,
-    list_like,
+# Each rule with the component whose thresholds it reads (`curation.gopher`, `curation.fineweb`).
+DOCUMENT_RULES: list[tuple[str, Callable]] = [
+    ("gopher", repeated_lines_and_paragraphs),
+    ("gopher", top_ngram_share),
+    ("gopher", duplicated_ngram_share),
+    ("fineweb", fineweb_lines),
+    ("fineweb", list_like),
 ]
 
 
 def document_reason(text: str, s: CurationSettings) -> str | None:
     """The first document rule `text` breaks (None = keep)."""
     doc = Document(text)
-    for rule in DOCUMENT_RULES:
-        reason = rule(doc, s)
+    for component, rule in DOCUMENT_RULES:
+        reason = rule(doc, getattr(s, component))
         if reason:
             return reason
     return None

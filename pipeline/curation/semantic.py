@@ -28,7 +28,7 @@ from functools import cache
 import numpy as np
 import polars as pl
 
-from pipeline.curation.embeddings import Embedder, cached_vectors, passages
+from pipeline.curation.embeddings import Embedder, EmbeddingStore, cached_vectors, passages
 from pipeline.exam.data import read_mmlu
 from pipeline.rows import KEPT, reject
 
@@ -159,3 +159,11 @@ def semantic_decontaminate(frame: pl.DataFrame, nearest: pl.DataFrame, threshold
                      pl.col("_item"), pl.col("_sim").round(3), pl.col("_score").round(3), pl.lit(stage))  # fmt: skip
     frame = frame.with_columns(contamination=pl.when(hit).then(said).otherwise(pl.col("contamination")))
     return reject(frame, pl.when(hit).then(pl.lit("decontamination:semantic"))).drop("_item", "_sim", "_score")
+
+
+def nearest_exam_items(store: EmbeddingStore, frame: pl.DataFrame) -> pl.DataFrame:
+    """Each kept row's closest exam item by meaning, from the store's passage vectors."""
+    kept = frame.filter(KEPT)
+    index = SemanticExamIndex.build(store.embedder)
+    texts = dict(zip(kept["id"], kept["text"], strict=True))
+    return index.nearest(store.vectors_of(kept), texts, store.passage_words)

@@ -29,6 +29,8 @@ import polars as pl
 from pipeline import atomic
 from pipeline.curation.ann import VectorIndex
 from pipeline.curation.batch_files import StampedBatchFiles
+from pipeline.curation.embeddings import EmbeddingStore, row_vectors
+from pipeline.generation.diversity import embedding_diversity
 from pipeline.rows import KEPT, reject
 
 log = logging.getLogger("schoolhouse.semantic_dedup")
@@ -186,3 +188,19 @@ def semantic_duplicates(vectors: np.ndarray, threshold: float, block: int = 4096
             if close.size:
                 representative[first + j] = representative[close].min()
     return representative
+
+
+def dedup_by_meaning(deduped: pl.DataFrame, store: EmbeddingStore, index_folder: Path, domain: str,
+                     threshold: float, logger: logging.Logger | None = None) -> tuple[pl.DataFrame, dict]:  # fmt: skip
+    """The semantic_deduped step for one batch of `domain`: its kept rows' vectors from the store,
+    deduplicated against the domain's index under the index's lock; returns the frame and figures
+    (the index's size, later batches to re-run, how spread out the kept rows are by meaning)."""
+    ids, matrix = row_vectors(store.vectors_of(deduped.filter(KEPT)))
+    with atomic.exclusive(index_folder / f"{domain}.index", logger or log, f"the semantic index of {domain}"):
+        index = SemanticIndex(index_folder, domain, store.embedder.dimensions, {"model": store.embedder.identity})
+        frame, stats = semantic_dedup_batch(deduped, ids, matrix, index, threshold)
+    kept = set(frame.filter(KEPT)["id"])
+    # how spread out the batch's kept rows are by meaning, on a seeded sample (charted over runs)
+    spread = embedding_diversity(matrix[[i in kept for i in ids]], sample=1000, seed=0, resamples=200)
+    return frame, {"index_rows": stats.index_size, "later_batches": stats.later_batches,
+                   **{f"kept_{k}": float(v) for k, v in spread.items() if k != "n"}}  # fmt: skip

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 
+from pipeline import atomic
 from pipeline.settings import ConfigError, resolve
 
 
@@ -41,7 +42,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
                         "prompt_logprobs")  # fmt: skip
     parser.add_argument("--out", default="", help="Parquet file for the per-item results")
     parser.add_argument("--sandbox", default="isolated", choices=["isolated", "unconfined"],
-                        help="how HumanEval programs run (see curation.sandbox)")  # fmt: skip
+                        help="how HumanEval programs run (see curation.sandbox.mode)")  # fmt: skip
     args = parser.parse_args(argv)
     overrides = {"mmlu_limit": args.mmlu_limit, "mmlu_shots": args.shots, "humaneval_limit": args.humaneval_limit,
                  "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     results = sit_exam(exam, cfg, args.sandbox)
     seconds = time.perf_counter() - started
     if args.out:
-        results.write_parquet(args.out)
+        atomic.write_parquet(results, args.out, "the exam's per-item results")
     timings = {"exam_seconds": round(seconds, 1), "dtype": exam.dtype, "torch_threads": torch.get_num_threads()}
     print(json.dumps({**summarize(results), **timings}, indent=2))
     return 0

@@ -17,7 +17,7 @@ from pipeline.training.mix import build_training_mix
 def without_exam_copies(rows: pl.DataFrame, curation: CurationSettings) -> pl.DataFrame:
     """Rows that copy an exam item, whatever their status, leave the raw rows too (decontamination
     only looks at the rows curation kept), so the exam stays a fair test of every arm."""
-    index, code_index = exam_indexes(curation.decontamination_ngram, curation.code_decontamination_ngram)
+    index, code_index = exam_indexes(curation.decontamination.ngram, curation.decontamination.code_ngram)
     hits = find_contamination(rows.with_columns(status=pl.lit(KEPT_STATUS)), index, code_index)
     return rows.filter(~pl.col("id").is_in([row_id for row_id, item in hits.items() if item]))
 

@@ -357,7 +357,7 @@ def build(settings, journal_dir: Path, log_path: Path | None = None, on_line=Non
     from pipeline.curation.semantic import SemanticExamIndex, exam_items
     from pipeline.teacher.serving import serving
 
-    embedder = Embedder(settings.curation.embedding_model)
+    embedder = Embedder(settings.curation.semantic.embedding_model)
     exam, questions = SemanticExamIndex.build(embedder), exam_items()[1]
     with LazyTeacher(lambda: serving(settings.teacher, log_path=log_path, on_line=on_line)) as teacher:
         if leaves(tree, "text").height < g.topic_leaves:

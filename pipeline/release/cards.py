@@ -63,7 +63,7 @@ def model_card(model_name: str, license: str, teacher: str, scores: dict[str, fl
 
 SANDBOX_LINES = {
     "isolated": "in a bubblewrap sandbox (own user, mount, network and PID namespaces, read-only system)",
-    "unconfined": "WITHOUT isolation (curation.sandbox: unconfined): resource limits only",
+    "unconfined": "WITHOUT isolation (curation.sandbox.mode: unconfined): resource limits only",
 }
 
 

@@ -30,7 +30,7 @@ class SandboxUnavailable(RuntimeError):
 FIX = (
     "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; `make install` does this as root) "
     "and allow unprivileged user namespaces (`sysctl -w kernel.unprivileged_userns_clone=1` or "
-    "`user.max_user_namespaces > 0`); or set `curation.sandbox: unconfined` to run generated code "
+    "`user.max_user_namespaces > 0`); or set `curation.sandbox.mode: unconfined` to run generated code "
     "without isolation, on purpose"
 )
 

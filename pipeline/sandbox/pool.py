@@ -41,7 +41,7 @@ class SandboxMode(str, Enum):
 
 
 UNCONFINED_WARNING = (
-    "curation.sandbox = unconfined: generated code runs WITHOUT isolation (only resource limits); "
+    "curation.sandbox.mode = unconfined: generated code runs WITHOUT isolation (only resource limits); "
     "it can read and write your files and reach the network"
 )
 
