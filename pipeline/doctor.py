@@ -69,10 +69,10 @@ def teacher(settings: Settings) -> list[Check]:
     if cfg.mode == "managed":
         return [Check("teacher", True, f"managed: the run starts vLLM with {cfg.model_path or cfg.model} itself")]
     key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    return [served_model(url, cfg.model, key, cfg.api_key_env, min(cfg.connect_timeout_s, 10.0)) for url in cfg.urls]
+    return [teacher_serves(url, cfg.model, key, cfg.api_key_env, min(cfg.connect_timeout_s, 10.0)) for url in cfg.urls]
 
 
-def served_model(url: str, model: str, api_key: str | None, api_key_env: str, timeout_s: float = 10.0) -> Check:
+def teacher_serves(url: str, model: str, api_key: str | None, api_key_env: str, timeout_s: float = 10.0) -> Check:
     """GET <url>/models with the key: the server answers, takes the key and lists `model`."""
     import httpx
 

@@ -53,7 +53,7 @@ def test_the_teacher_check_passes_on_the_real_server_and_names_each_failure(teac
 
     with pytest.raises(doctor.PreflightFailed) as failed:
         doctor.preflight(_url_settings(teacher_url, model="Qwen"), ["teacher", "disk", "hub"])
-    assert str(failed.value).splitlines() == [doctor.format_report([doctor.served_model(
+    assert str(failed.value).splitlines() == [doctor.format_report([doctor.teacher_serves(
         teacher_url, "Qwen", os.environ.get("OPENAI_API_KEY"), "OPENAI_API_KEY")])]  # only the failed line  # fmt: skip
 
 

@@ -4,7 +4,7 @@ On a CPU the trainer is one process; with GPUs it is DeepSpeed's launcher, which
 process per GPU (and, given a hostfile, per GPU of every node listed, over ssh/pdsh). Either way
 the trainer runs in a process group of its own: SIGINT or SIGTERM here (what Dagster sends when a
 run is cancelled) stops the whole group, and if this process is killed outright the group's
-guard kills it (see `trainers.processes`), so a cancelled run leaves no rank holding a GPU.
+guard kills it (see `trainers.process_group`), so a cancelled run leaves no rank holding a GPU.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 
-from trainers.processes import start_group, stop_group
+from trainers.process_group import start_group, stop_group
 
 
 def trainer_command(config: str, num_gpus: int, hostfile: str = "") -> list[str]:

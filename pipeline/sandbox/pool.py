@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
-from trainers.processes import die_with_parent, reset_signals
+from trainers.process_group import die_with_parent, reset_signals
 
 from .isolation import SYSTEM_PYTHON, bwrap_command, check_isolation
 

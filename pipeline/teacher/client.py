@@ -119,11 +119,11 @@ class TeacherClient:
         """Fail fast (within the connect timeout) and name the URL that does not answer; then
         `TeacherRefused` when a server refuses the key or does not serve the model (the doctor's
         check), before any request is asked or journaled."""
-        from pipeline.doctor import served_model
+        from pipeline.doctor import teacher_serves
 
         for url in self.urls:
             wait_until_healthy(url, self.connect_timeout_s)
-            check = served_model(url, self.model, self._api_key, self.api_key_env)
+            check = teacher_serves(url, self.model, self._api_key, self.api_key_env)
             if not check.passed:
                 raise TeacherRefused(f"teacher at {url} cannot answer for model {self.model!r}: {check.found}; "
                                      f"fix: {check.fix}")  # fmt: skip

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainers.processes import start_group, stop_group
+from trainers.process_group import start_group, stop_group
 
 log = logging.getLogger("schoolhouse.teacher")
 

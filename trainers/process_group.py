@@ -8,7 +8,7 @@ signal dispositions (a SIGTERM ignored by whoever started us is not inherited) a
 parent-death signal of SIGKILL, which cannot be ignored. `stop_group` stops the group: SIGTERM,
 then SIGKILL after a grace period.
 
-The guard is this module: `python -m trainers.processes --parent PID -- COMMAND...`.
+The guard is this module: `python -m trainers.process_group --parent PID -- COMMAND...`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _in_child() -> None:
 def start_group(command: list[str], **popen: object) -> subprocess.Popen:
     """Start `command` in a process group of its own, led by a guard that kills the group when
     this process dies. The returned process is the guard; its exit code is the command's."""
-    guard = [sys.executable, "-m", "trainers.processes", "--parent", str(os.getpid()), "--", *command]
+    guard = [sys.executable, "-m", "trainers.process_group", "--parent", str(os.getpid()), "--", *command]
     # No parent-death signal for the guard itself: it must outlive us long enough to kill the group.
     return subprocess.Popen(guard, preexec_fn=_guard_setup, **popen)
 

@@ -18,7 +18,7 @@ from pipeline.teacher.server import drain
 STARTER = textwrap.dedent("""
     import signal, subprocess, sys, time
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from trainers.processes import start_group
+    from trainers.process_group import start_group
     tree = "trap '' TERM; sleep 300 & sleep 300 & echo $$ $(jobs -p); wait"
     group = start_group(["bash", "-c", tree], stdout=subprocess.PIPE, text=True)
     print(group.pid, group.stdout.readline().strip(), flush=True)
@@ -59,7 +59,7 @@ def test_a_killed_starter_takes_its_whole_group_with_it():
 
 
 def test_the_guard_returns_the_commands_exit_code():
-    from trainers.processes import start_group, stop_group
+    from trainers.process_group import start_group, stop_group
 
     group = start_group(["sh", "-c", "exit 7"])
     assert group.wait(timeout=30) == 7
