@@ -13,17 +13,8 @@ from assets.curation import embedding_store, row_metadata
 from assets.metadata import bar_chart, png_file, preview, table
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
-from pipeline.curation.batch_files import StampedBatchFiles
-from pipeline.curation.embeddings import EmbeddingStore, row_vectors
-from pipeline.curation.quality_classifier import (
-    MIN_LABELS,
-    HeadStore,
-    apply_scores,
-    confusion_plot,
-    features,
-    fingerprint,
-    train,
-)
+from pipeline.curation.embeddings import row_vectors
+from pipeline.curation.quality_classifier import MIN_LABELS, HeadStore, apply_scores, features, up_to_date_head
 from pipeline.curation.quality_labels import LABELED, JudgePrompt, judge, label_requests, sample_rows
 from pipeline.generation.journal import missing_ids
 from pipeline.generation.prompts import batch_seed
@@ -71,7 +62,6 @@ def quality_labels(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
 # Labels grow with every batch; a head is refitted once they have grown by a tenth since the last
 # one, so a 2,000-batch run (1M labels at 500 a batch) fits ~150 heads, not 2,000, and a batch
 # run that reuses the head reads the labels alone, not their vectors.
-RETRAIN_GROWTH = 1.1
 
 
 @dg.asset(group_name="curation", kinds={"scikitlearn"}, pool="shared_tables")
@@ -84,30 +74,15 @@ def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhou
     latest reused otherwise."""
     cfg = schoolhouse.settings.curation
     labeled = quality_labels.filter(pl.col("status") == LABELED)
-    y = labeled["score"].to_numpy()
     store = HeadStore(schoolhouse.path("quality", "classifier"))
-    if len(y) < MIN_LABELS:  # the first batches of a small run: their rows wait unscored
+    if labeled.height < MIN_LABELS:  # the first batches of a small run: their rows wait unscored
         context.log.warning("quality classifier: %d labels so far, fewer than %d: not trained yet, rows are not "
-                            "scored (judge more rows per batch: curation.quality.sample)", len(y), MIN_LABELS)
+                            "scored (judge more rows per batch: curation.quality.sample)", labeled.height, MIN_LABELS)
         store.folder.mkdir(parents=True, exist_ok=True)
-        return dg.Output(store.folder, metadata={"version": "none", "labels": len(y), "labels_needed": MIN_LABELS})
-    vectors = embedding_store(schoolhouse)
-    made_of = fingerprint(labeled, vectors.embedder.identity, cfg.quality.threshold)
-    head = store.latest()
-    same_setup = head is not None and (head.embedding, head.held_out.threshold) == (vectors.embedder.identity,
-                                                                                     cfg.quality.threshold)
-    if same_setup and head.fingerprint != made_of and len(y) < RETRAIN_GROWTH * head.held_out.labels:
-        context.log.info("quality classifier %s kept: %d labels now, %d when it was trained (a new head at %.0f%% "
-                         "more)", head.version, len(y), head.held_out.labels, 100 * (RETRAIN_GROWTH - 1))
-    elif not same_setup or head.fingerprint != made_of:
-        x = features(labeled_vectors(schoolhouse, vectors, labeled), labeled["domain"].to_list())
-        head = train(x, y, vectors.embedder.identity, cfg.quality.threshold, seed=schoolhouse.settings.generation.seed)
-        head.fingerprint = made_of
-        head.label_counts = dict(labeled.group_by("domain").len().iter_rows())
-        title = f"held out: MAE {head.held_out.mae:.2f} (mean {head.held_out.baseline_mae:.2f}), {len(y)} labels"
-        trained_on = labeled.select("id", "domain", "batch", "score", "prompt")
-        store.save(head, trained_on, confusion_plot(head.held_out, title))
-        context.log.info("quality classifier %s trained on %d labels", head.version, len(y))
+        return dg.Output(store.folder, metadata={"version": "none", "labels": labeled.height,
+                                                 "labels_needed": MIN_LABELS})  # fmt: skip
+    head = up_to_date_head(labeled, store, embedding_store(schoolhouse), schoolhouse.path("quality", "labeled"),
+                           cfg.quality.threshold, schoolhouse.settings.generation.seed, context.log)  # fmt: skip
     folder = store.folder / head.version
     held = head.held_out
     return dg.Output(folder, metadata={
@@ -119,26 +94,6 @@ def quality_classifier(context: dg.AssetExecutionContext, schoolhouse: Schoolhou
         "ridge_alpha": dg.MetadataValue.float(head.alpha), "embedding": head.embedding,
         "confusion_matrix": png_file(folder / "confusion.png"),
     })  # fmt: skip
-
-
-def labeled_vectors(schoolhouse: Schoolhouse, store: EmbeddingStore, labeled: pl.DataFrame) -> np.ndarray:
-    """Each labeled row's vector, in `labeled`'s order. A batch's labeled vectors are kept beside
-    the labels (`quality/labeled/<date>/<domain>.parquet`) the first time they are read, so
-    training reads the labels' vectors, never a batch's whole embeddings file again."""
-    cache = StampedBatchFiles(schoolhouse.path("quality", "labeled"), {"model": store.embedder.identity,
-                                                                       "passage_words": store.passage_words})
-    parts = []
-    for (batch,), rows in labeled.group_by("batch", maintain_order=True):
-        have = cache.load(batch)
-        if have is None or not set(rows["id"]) <= set(have["id"]):
-            ids, matrix = row_vectors(store.update(rows.select("id", "batch", "text"))[0])
-            have = pl.DataFrame({"id": ids, "vector": pl.Series(matrix, dtype=pl.Array(pl.Float32, matrix.shape[1]))})
-            cache.save(batch, have)
-        parts.append(have)
-    if not parts:
-        return np.zeros((0, store.embedder.dimensions), np.float32)
-    vectors = labeled.select("id").join(pl.concat(parts).unique("id"), on="id", how="left", maintain_order="left")
-    return vectors["vector"].to_numpy()
 
 
 @dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)

@@ -21,10 +21,13 @@ import numpy as np
 import polars as pl
 
 from pipeline import atomic
+from pipeline.curation.batch_files import StampedBatchFiles
+from pipeline.curation.embeddings import EmbeddingStore, row_vectors
 
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))
 MIN_LABELS = 8  # fewer cannot be split into held-out folds worth reporting
 FOLDS = 5
+RETRAIN_GROWTH = 1.1  # a new head when the labels have grown by a tenth
 
 
 def features(vectors: np.ndarray, domains: list[str]) -> np.ndarray:
@@ -155,6 +158,49 @@ class HeadStore:
             confusion_png(folder / "confusion.png")
 
         return atomic.write_folder(self.folder / head.version, fill, f"quality classifier {head.version}")
+
+
+def up_to_date_head(labeled: pl.DataFrame, heads: HeadStore, rows: EmbeddingStore, labeled_vectors_folder: Path,
+                     threshold: float, seed: int, log) -> QualityHead:  # fmt: skip
+    """The head for these labels (at least MIN_LABELS): the latest version while the labels have
+    grown by less than RETRAIN_GROWTH with the same embedder and threshold, else a new version
+    trained on all of them."""
+    y = labeled["score"].to_numpy()
+    made_of = fingerprint(labeled, rows.embedder.identity, threshold)
+    head = heads.latest()
+    same_setup = head is not None and (head.embedding, head.held_out.threshold) == (rows.embedder.identity, threshold)
+    if same_setup and (head.fingerprint == made_of or len(y) < RETRAIN_GROWTH * head.held_out.labels):
+        if head.fingerprint != made_of:
+            log.info("quality classifier %s kept: %d labels now, %d when it was trained (a new head at %.0f%% more)",
+                     head.version, len(y), head.held_out.labels, 100 * (RETRAIN_GROWTH - 1))  # fmt: skip
+        return head
+    x = features(labeled_vectors(rows, labeled, labeled_vectors_folder), labeled["domain"].to_list())
+    head = train(x, y, rows.embedder.identity, threshold, seed=seed)
+    head.fingerprint = made_of
+    head.label_counts = dict(labeled.group_by("domain").len().iter_rows())
+    title = f"held out: MAE {head.held_out.mae:.2f} (mean {head.held_out.baseline_mae:.2f}), {len(y)} labels"
+    heads.save(head, labeled.select("id", "domain", "batch", "score", "prompt"), confusion_plot(head.held_out, title))
+    log.info("quality classifier %s trained on %d labels", head.version, len(y))
+    return head
+
+
+def labeled_vectors(store: EmbeddingStore, labeled: pl.DataFrame, folder: Path) -> np.ndarray:
+    """Each labeled row's vector, in `labeled`'s order. A batch's labeled vectors are kept beside
+    the labels (`<folder>/<date>/<domain>.parquet`) the first time they are read, so training
+    reads the labels' vectors, never a batch's whole embeddings file again."""
+    cache = StampedBatchFiles(folder, {"model": store.embedder.identity, "passage_words": store.passage_words})
+    parts = []
+    for (batch,), rows in labeled.group_by("batch", maintain_order=True):
+        have = cache.load(batch)
+        if have is None or not set(rows["id"]) <= set(have["id"]):
+            ids, matrix = row_vectors(store.vectors_of(rows))
+            have = pl.DataFrame({"id": ids, "vector": pl.Series(matrix, dtype=pl.Array(pl.Float32, matrix.shape[1]))})
+            cache.save(batch, have)
+        parts.append(have)
+    if not parts:
+        return np.zeros((0, store.embedder.dimensions), np.float32)
+    vectors = labeled.select("id").join(pl.concat(parts).unique("id"), on="id", how="left", maintain_order="left")
+    return vectors["vector"].to_numpy()
 
 
 def confusion_plot(held: HeldOut, title: str):
