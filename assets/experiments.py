@@ -1,7 +1,7 @@
 """Experiments: arms that change a few training settings of one shared base, train on the same
-token budget, sit the same exam and are compared with 95% intervals. Partitioned by experiment
-(data, start, report) and by arm, so a failed arm re-runs alone. Logic lives in
-pipeline.experiments."""
+token budget (or an arm's declared passes over its own data), sit the same exam and the fixed
+evaluation sets, and are compared with 95% intervals. Partitioned by experiment (data, start,
+report) and by arm, so a failed arm re-runs alone. Logic lives in pipeline.experiments."""
 
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from pipeline import atomic
 from pipeline.experiments.data import build_experiment_data, heldout_dir
 from pipeline.experiments.declaration import experiments, split_arm_key
 from pipeline.experiments.evaluate import SCHEMA, evaluate
-from pipeline.experiments.report import START, compare, data_use, report_markdown, summary_lines
+from pipeline.experiments.report import START, compare, confound_lines, data_use, report_markdown, summary_lines
 from pipeline.experiments.runs import arm_config, experiment_dir, start_config, start_model, trains_a_start
 from trainers.data import read_meta
 
@@ -90,8 +90,9 @@ def experiment_start(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse
 def experiment_arm(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
                    pipes_subprocess_client: dg.PipesSubprocessClient,
                    experiment_data: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
-    """One arm: trained with the same trainer for the experiment's steps from its start, then
-    examined; per-item results (exam items, held-out windows)."""
+    """One arm: trained with the same trainer for the experiment's steps (or for its declared
+    passes over its own data) from its start, then examined; per-item results (exam items,
+    held-out windows, documents of the fixed evaluation sets)."""
     settings = schoolhouse.settings
     name, arm = split_arm_key(context.partition_key)
     run = arm_config(settings, experiments()[name], arm, experiment_data)
@@ -118,8 +119,9 @@ def experiment_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhous
     """Every arm (and the start) on every metric with its 95% interval, and each arm's
     difference from the reference arm and from the start, paired on the same items; a verdict
     only where the interval excludes zero, and none for a metric on too few held-out documents or
-    exam items. A table, a plot, one number per arm and metric, and the data each arm trained on
-    (unique tokens, passes over them)."""
+    exam items. A table, a plot, one number per arm and metric, the data each arm trained on
+    (unique tokens, passes over them) and, for each compared pair, what besides their data differs
+    (compute, passes)."""
     experiment = experiments()[context.partition_key]
     results = pl.concat([experiment_start.cast(RESULTS_SCHEMA), experiment_arm.cast(RESULTS_SCHEMA)])
     results = results.filter(pl.col("arm").is_in([START, *experiment.arms]))
@@ -128,11 +130,12 @@ def experiment_report(context: dg.AssetExecutionContext, schoolhouse: Schoolhous
     report = compare(results, experiment, vocab, settings.experiments.resamples, settings.exam.seed)
     folder = experiment_dir(experiment.name)
     atomic.write_parquet(report, folder / "report.parquet", f"the report of {experiment.name}")
-    lines = summary_lines(report, experiment)
     use = data_use({arm: folder / "arms" / arm for arm in experiment.arms})
-    markdown = report_markdown(report, experiment, use)
+    lines = summary_lines(report, experiment) + confound_lines(use, experiment)
+    markdown = report_markdown(report, experiment, use, lines)
     atomic.write_text(folder / "report.md", markdown, f"the report of {experiment.name}")
-    shown = report.select("arm", "metric", "items", "units", "unit", "value", "low", "high", "delta_vs_reference",
+    shown = report.select("arm", "metric", "items", "units", "unit", "value", "low", "high", "reference",
+                          "delta_vs_reference",
                           "low_vs_reference", "high_vs_reference", "verdict_vs_reference",
                           "delta_vs_start", "verdict_vs_start").with_columns(cs.float().round(4))  # fmt: skip
     # a metric without an interval says why in its panel's title, instead of a bar without an error bar

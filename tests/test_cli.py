@@ -57,8 +57,8 @@ def test_every_subcommand_explains_itself_with_an_example():
 
 
 def test_a_scheduled_run_uses_the_deployments_profile(artifact_home, tmp_path):
-    """Under SCHOOLHOUSE_PROFILE=experiments (100 prompts a batch, the demo's 20), a tick of the
-    daily text schedule asks for a run with that profile, and the run plans 100 prompts."""
+    """Under SCHOOLHOUSE_PROFILE=experiments (250 prompts a batch, the demo's 20), a tick of the
+    daily text schedule asks for a run with that profile, and the run plans 250 prompts."""
     script = textwrap.dedent("""
         import datetime as dt, json
         import dagster as dg

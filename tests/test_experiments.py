@@ -1,5 +1,6 @@
-"""Experiments: declarations, the comparison with intervals, and a real experiment (a trained start
-and two arms with DeepSpeed on the CPU) through its Dagster jobs."""
+"""Experiments: declarations, the fixed evaluation sets, the comparison with intervals, the data
+each arm used, and a real experiment (a trained start and two arms with DeepSpeed on the CPU)
+through its Dagster jobs."""
 
 import json
 import math
@@ -13,17 +14,35 @@ import polars as pl
 import pytest
 import yaml
 
+from pipeline.exam.perplexity import document_losses
 from pipeline.experiments.declaration import experiments, read_experiment
+from pipeline.experiments.evaluate import FIXED_SETS
 from pipeline.experiments.report import (
     MIN_UNITS,
     START,
     compare,
+    confound_lines,
     data_use,
     data_use_lines,
     markdown_table,
+    report_markdown,
     summary_lines,
 )
+from pipeline.experiments.runs import arm_config
+from pipeline.generation import spaces
+from pipeline.generation.sources import (
+    PYTHON_STDLIB,
+    WIKI_VITAL,
+    in_eval_set,
+    open_seeds,
+    stdlib_eval_set,
+    stdlib_functions,
+    wiki_eval_set,
+    wiki_vital_summaries,
+)
 from pipeline.rows import REJECTED_STATUS
+from pipeline.settings import resolve
+from pipeline.training.replay import replay_documents
 from tests.test_curation import PROSE, rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +55,13 @@ def results(values: dict[tuple[str, str], list[float]], per_cluster: int = 1) ->
 
 def test_the_shipped_experiments_declare_what_the_issue_asks():
     shipped = experiments("")
-    assert set(shipped["curation"].arms) == {"curated", "raw"} and shipped["curation"].row_kinds == ["curated", "raw"]
+    curation = shipped["curation"]
+    assert set(curation.arms) == {"curated", "raw", "curated-passes", "raw-passes"}
+    assert curation.row_kinds == ["curated", "raw"] and curation.reference_arm == "raw"
+    # the same compute (the experiment's steps), and as a second reading the same passes over each arm's data
+    assert curation.arms["curated"].passes == curation.arms["raw"].passes == 0
+    assert curation.arms["curated-passes"].passes == curation.arms["raw-passes"].passes > 0
+    assert curation.reference_of("curated") == "raw" and curation.reference_of("curated-passes") == "raw-passes"
     forgetting = shipped["forgetting"]
     assert forgetting.start == {"mixture": {"replay": 1.0}} and forgetting.old == "replay"
     assert {a: arm.training["mixture"].get("replay", 0) for a, arm in forgetting.arms.items()} == {
@@ -54,6 +79,8 @@ def test_the_shipped_experiments_declare_what_the_issue_asks():
         ({"reference": "c", "arms": {"a": {}, "b": {}}}, r"reference = 'c': not one of the arms"),
         ({"old": "books", "arms": {"a": {}, "b": {}}}, r"old = 'books': must be one of code, text, replay"),
         ({"arms": {"a": {}, "b": {}}, "seed": 3}, r"seed = 3: Extra inputs are not permitted"),
+        ({"arms": {"a": {}, "b": {"versus": "b"}}}, r"arms.b.versus = 'b': not one of the other arms"),
+        ({"arms": {"a": {}, "b": {"passes": -1}}}, r"arms.b.passes = -1: .*greater than or equal to 0"),
     ],
 )
 def test_a_bad_declaration_fails_naming_the_file_and_field(tmp_path, declaration, message):
@@ -62,6 +89,54 @@ def test_a_bad_declaration_fails_naming_the_file_and_field(tmp_path, declaration
     with pytest.raises(ValueError, match=message) as error:
         read_experiment(path)
     assert str(path) in str(error.value)
+
+
+def test_the_fixed_evaluation_sets_are_no_seed_of_generation_and_no_replay_document():
+    g = resolve("experiments").generation  # the sources generation opens, through its own path
+    seeds = {WIKI_VITAL: spaces.text_seeds(g), PYTHON_STDLIB: spaces.code_seeds(g)}
+    assert (g.text_seeds, g.code_seeds) == (WIKI_VITAL, PYTHON_STDLIB)
+    for source, whole, held in ((WIKI_VITAL, wiki_vital_summaries(), wiki_eval_set()),
+                                (PYTHON_STDLIB, stdlib_functions(), stdlib_eval_set())):  # fmt: skip
+        used = seeds[source]
+        assert held.height >= 300 and held["seed_id"].is_unique().all()  # several hundred documents
+        assert not set(held["seed_id"]) & set(used["seed_id"]) and not set(held["text"]) & set(used["text"])
+        assert not set(held["text"]) & set(replay_documents(source, "train", "text", 100_000))
+        assert set(held["seed_id"]) | set(used["seed_id"]) <= set(whole["seed_id"])
+        assert held.height + used.height >= whole.height - 10  # only repeated texts fall out of both
+        assert all(in_eval_set(seed_id) for seed_id in held["seed_id"])
+        assert 0.04 < held.height / whole.height < 0.09
+    assert open_seeds(WIKI_VITAL, limit=50)["seed_id"].is_in(wiki_eval_set()["seed_id"].implode()).sum() == 0
+    # the split is a hash of the seed_id alone, the same on every machine and run
+    assert wiki_eval_set()["seed_id"].head(3).to_list() == ["wiki-vital:0", "wiki-vital:Ableism",
+                                                            "wiki-vital:Abu Bakr al-Razi"]  # fmt: skip
+    assert set(FIXED_SETS) == {"wiki", "stdlib"} and FIXED_SETS["stdlib"]() is stdlib_eval_set()
+
+
+def test_a_documents_loss_is_its_tokens_after_an_eos_batched_or_not(embedded_teacher_dir):
+    import torch
+    from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_teacher_dir)
+    torch.manual_seed(0)
+    model = PhiForCausalLM(PhiConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                     num_hidden_layers=2, num_attention_heads=4)).eval()  # fmt: skip
+    documents = wiki_eval_set()["text"].head(5).to_list() + ["def f():\n    return 1\n", "x"]
+    seq_len = 16
+
+    def by_hand(text):  # one unpadded forward pass per piece of seq_len targets
+        tokens = [tokenizer.eos_token_id, *tokenizer(text, add_special_tokens=False).input_ids,
+                  tokenizer.eos_token_id]  # fmt: skip
+        total = 0.0
+        for start in range(0, len(tokens) - 1, seq_len):
+            ids = torch.tensor([tokens[start : start + seq_len + 1]])
+            with torch.no_grad():
+                logits = model(input_ids=ids[:, :-1]).logits[0]
+            total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+        return total / (len(tokens) - 1)
+
+    losses = document_losses(model, tokenizer, documents, seq_len, batch_size=3)
+    assert losses.shape == (len(documents),)
+    assert losses == pytest.approx([by_hand(text) for text in documents], rel=1e-4)
 
 
 def test_a_verdict_needs_an_interval_that_excludes_zero():
@@ -206,6 +281,42 @@ def test_data_use_counts_each_arms_unique_tokens_and_passes_over_them(tmp_path):
     assert rows["curated"]["passes_by_source"] == "code 1.60, text 1.60" and rows["raw"]["rows"] == "raw"
     said = "raw (raw rows): 6,400 tokens trained on 8,000 unique, 0.80 passes over its data (code 0.80, text 0.80)"
     assert data_use_lines(use)[1] == said
+    # the report states what the two arms differ in besides their rows
+    experiment = read_experiment_from({"reference": "raw", "arms": {"curated": {}, "raw": {"rows": "raw"}}})
+    [confound] = confound_lines(use, experiment)
+    assert confound == ("curated against raw: 6,400 and 6,400 tokens trained, 1.60 and 0.80 passes over 4,000 and "
+                        "8,000 unique tokens; the same compute, not the same passes: their difference is their "
+                        "data's and its repetition's")  # fmt: skip
+    report = compare(results({("curated", "mmlu"): [1.0, 0.0] * 15, ("raw", "mmlu"): [0.0, 1.0] * 15}), experiment,
+                     vocab_size=1000)  # fmt: skip
+    markdown = report_markdown(report, experiment, use, [confound])
+    assert f"- {confound}\n" in markdown and "Compared (the table's vs reference): curated with raw." in markdown
+
+
+def test_an_arm_at_equal_passes_trains_for_its_own_data_and_is_compared_with_its_pair(artifact_home):
+    settings = resolve("experiments")
+    root = artifact_home / "data"
+    for kind, shards in (("curated", {"train-code": 3000, "train-text": 1000}),
+                         ("raw", {"train-code": 30000, "train-text": 90000})):  # fmt: skip
+        (root / kind).mkdir(parents=True)
+        meta = {"shards": {name: {"path": f"{name}.bin", "tokens": n, "documents": 10} for name, n in shards.items()}}
+        (root / kind / "meta.json").write_text(json.dumps(meta))
+    experiment = read_experiment_from({"reference": "raw", "arms": {
+        "curated": {}, "raw": {"rows": "raw"}, "raw-passes": {"rows": "raw", "passes": 2},
+        "curated-passes": {"passes": 2, "versus": "raw-passes", "training": {"mixture": {"code": 0.5, "text": 0.5}}},
+    }})  # fmt: skip
+    runs = {arm: arm_config(settings, experiment, arm, root) for arm in experiment.arms}
+    per_step = runs["curated"].sequences_per_step(1) * runs["curated"].seq_len
+    assert runs["curated"].max_steps == runs["raw"].max_steps == settings.experiments.max_steps  # the same compute
+    # two passes over the tokens of the sources its mixture weights: code and text, or the profile's text alone
+    assert settings.training.mixture == {"text": 1.0}
+    assert runs["curated-passes"].max_steps == math.ceil(2 * 4000 / per_step)
+    assert runs["raw-passes"].max_steps == math.ceil(2 * 90_000 / per_step)
+    assert runs["raw-passes"].data_dir == str(root / "raw")
+    frame = results({(arm, "mmlu"): [float(i % 2 == (arm == "raw")) for i in range(30)] for arm in experiment.arms})
+    report = compare(frame, experiment, vocab_size=1000)
+    assert dict(report.select("arm", "reference").iter_rows()) == {
+        "curated": "raw", "raw": None, "curated-passes": "raw-passes", "raw-passes": "raw"}  # fmt: skip
 
 
 def read_experiment_from(values: dict, name: str = "made") -> object:
@@ -270,7 +381,15 @@ def test_an_experiment_trains_its_start_and_arms_and_reports_from_their_runs(art
             assert row["low"] is None and row["verdict_vs_start"].startswith("too few")
     metrics = set(report["metric"])
     assert {"mmlu", "mmlu_continuation", "mmlu_continuation_norm", "humaneval", "heldout_loss_code",
-            "heldout_loss_replay", "progress_lost_replay"} <= metrics  # fmt: skip
+            "heldout_loss_replay", "progress_lost_replay", "heldout_loss_wiki",
+            "heldout_loss_stdlib"} <= metrics  # fmt: skip
+    # the fixed evaluation sets: every model on every document, one unit each, with an interval
+    fixed = report.filter(pl.col("metric").is_in(["heldout_loss_wiki", "heldout_loss_stdlib"]))
+    assert fixed.height == 6 and fixed["low"].is_not_null().all()
+    assert fixed.filter(pl.col("arm") != START)["low_vs_start"].is_not_null().all()
+    assert {(r["metric"], r["units"], r["items"]) for r in fixed.iter_rows(named=True)} == {
+        ("heldout_loss_wiki", wiki_eval_set().height, wiki_eval_set().height),
+        ("heldout_loss_stdlib", stdlib_eval_set().height, stdlib_eval_set().height)}  # fmt: skip
     assert set(report["arm"]) == {START, "finetune", "replay"}
     markdown = (experiment / "report.md").read_text()
     assert (experiment / "report.png").stat().st_size > 1000 and "# tiny" in markdown

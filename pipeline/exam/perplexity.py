@@ -44,3 +44,36 @@ def heldout_perplexity(model, data_dir: Path, split: str, seq_len: int, max_wind
     of the windows' means is the mean over tokens. None without enough tokens for one window."""
     losses, _ = window_losses(model, data_dir, split, seq_len, max_windows, batch_size)
     return math.exp(losses.mean()) if losses.size else None
+
+
+def document_losses(model, tokenizer, documents: list[str], seq_len: int, batch_size: int = 16) -> np.ndarray:
+    """Mean next-token loss of each document, one value per document: its tokens and the EOS that
+    ends it, each predicted after an EOS (as a document starts in the packed training data), in
+    pieces of up to seq_len targets, a piece continuing from the last token of the one before
+    (a document longer than seq_len is scored without context beyond its piece)."""
+    import torch
+    import torch.nn.functional as F
+
+    eos = tokenizer.eos_token_id
+    pieces = []  # (document, seq_len + 1 tokens at most)
+    encoded = tokenizer(documents, add_special_tokens=False)["input_ids"] if documents else []
+    for index, ids in enumerate(encoded):
+        tokens = [eos, *ids, eos]
+        pieces += [(index, tokens[start : start + seq_len + 1]) for start in range(0, len(tokens) - 1, seq_len)]
+    pieces.sort(key=lambda piece: len(piece[1]))  # similar lengths share a batch: little padding
+    total, count = np.zeros(len(documents)), np.zeros(len(documents))
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for first in range(0, len(pieces), batch_size):
+            batch = pieces[first : first + batch_size]
+            width = max(len(tokens) for _, tokens in batch)
+            ids = torch.full((len(batch), width), eos, dtype=torch.long)
+            for row, (_, tokens) in enumerate(batch):  # padded on the right: a causal model's earlier
+                ids[row, : len(tokens)] = torch.tensor(tokens)  # positions do not see the padding
+            logits = model(input_ids=ids[:, :-1].to(device)).logits
+            for row, (document, tokens) in enumerate(batch):
+                targets = ids[row, 1 : len(tokens)].to(device)
+                losses = F.cross_entropy(logits[row, : len(tokens) - 1].float(), targets, reduction="sum")
+                total[document] += losses.item()
+                count[document] += targets.numel()
+    return total / np.maximum(count, 1)

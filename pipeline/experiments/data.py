@@ -29,6 +29,10 @@ def build_experiment_data(rows: pl.DataFrame, experiment: Experiment, settings: 
     if experiment.uses_replay and not training.replay_path:
         raise ValueError(f"experiment {experiment.name} trains on the replay source (the old data): set "
                          "training.replay_path (on a CPU: python-docs, as the `experiments` profile does)")  # fmt: skip
+    # every source the start or an arm weights is tiled when thinner than a sequence, not only the profile's
+    mixtures = [training.mixture, (experiment.start or {}).get("mixture", training.mixture),
+                *(arm.training.get("mixture", training.mixture) for arm in experiment.arms.values())]  # fmt: skip
+    training = training.model_copy(update={"mixture": {s: 1.0 for m in mixtures for s, w in m.items() if w > 0}})
     folders = {}
     for kind in experiment.row_kinds:
         raw = kind == Rows.raw

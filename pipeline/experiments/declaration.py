@@ -15,6 +15,10 @@ $SCHOOLHOUSE_EXPERIMENTS adds one (its file name is its name). The fields:
         rows: curated | raw         # train on the kept rows (default) or on every generated row
         init: start | scratch       # continue from the start (default, when there is one) or not
         training: {...}             # training overrides; not the budget (steps, batch, seq_len)
+        passes: 2.0                 # optional: instead of the experiment's steps, as many as this
+                                    #   many passes over the arm's own unique training tokens take
+                                    #   (the same repetition for every such arm, not the same compute)
+        versus: <arm>               # the arm this one is compared with (default: the reference)
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class Arm(BaseModel):
     rows: Rows = Rows.curated
     init: Init = Init.start
     training: dict[str, Any] = Field(default_factory=dict)
+    passes: float = Field(0, ge=0)  # 0: the experiment's steps
+    versus: str = ""
 
     @field_validator("training")
     @classmethod
@@ -91,6 +97,9 @@ class Experiment(BaseModel):
             raise ValueError("arms: an experiment compares at least two arms")
         if self.reference and self.reference not in self.arms:
             raise ValueError(f"reference = {self.reference!r}: not one of the arms ({', '.join(self.arms)})")
+        for name, arm in self.arms.items():
+            if arm.versus and (arm.versus not in self.arms or arm.versus == name):
+                raise ValueError(f"arms.{name}.versus = {arm.versus!r}: not one of the other arms")
         for field in ("old", "new"):
             value = getattr(self, field)
             if value and value not in SOURCES:
@@ -103,6 +112,10 @@ class Experiment(BaseModel):
     @property
     def reference_arm(self) -> str:
         return self.reference or next(iter(self.arms))
+
+    def reference_of(self, arm: str) -> str:
+        """The arm `arm` is compared with: its own `versus`, else the experiment's reference."""
+        return self.arms[arm].versus if arm in self.arms and self.arms[arm].versus else self.reference_arm
 
     @property
     def uses_replay(self) -> bool:

@@ -3,7 +3,8 @@ the bootstrap over items (held-out windows: over their documents), and each arm'
 the reference arm and from the start, paired on the same items. A verdict is stated only where
 the interval excludes zero, and only for a metric that rests on at least `MIN_UNITS` resampling
 units; below that the report says so instead. Beside it, how much data each arm trained on and how
-often it went over it (`data_use`)."""
+often it went over it (`data_use`), and for every compared pair whose compute or passes differ,
+what that mixes into their difference (`confound_lines`)."""
 
 from __future__ import annotations
 
@@ -81,9 +82,9 @@ def _difference(results: pl.DataFrame, metric: str, arm: str, other: str, resamp
 
 
 def _row(arm: str, metric: str, items: int, units: int, value: float, low: float | None, high: float | None,
-         vs_reference: dict, vs_start: dict) -> dict:  # fmt: skip
+         vs_reference: dict, vs_start: dict, reference: str | None = None) -> dict:  # fmt: skip
     row = {"arm": arm, "metric": metric, "items": items, "units": units, "unit": unit_of(metric), "value": value,
-           "low": low, "high": high}  # fmt: skip
+           "low": low, "high": high, "reference": reference if vs_reference else None}  # fmt: skip
     for label, diff in (("reference", vs_reference), ("start", vs_start)):
         for key in ("delta", "low", "high", "verdict"):
             row[f"{key}_vs_{label}"] = diff.get(key)
@@ -100,9 +101,9 @@ def _progress_lost(results: pl.DataFrame, experiment: Experiment, arms: list[str
     def share(arm, start):  # of mean losses: floats, or one per resample
         return (arm - start) / (uniform_loss - start)
 
-    reference = experiment.reference_arm
     rows = []
     for arm in arms:
+        reference = experiment.reference_of(arm)
         (a, r, s), clusters = paired_values(results, metric, arm, reference, START)
         if a.size == 0:
             continue
@@ -110,7 +111,7 @@ def _progress_lost(results: pl.DataFrame, experiment: Experiment, arms: list[str
         if (units := count_units(clusters)) < MIN_UNITS:
             refused = {"verdict": too_few(metric, units)}
             rows.append(_row(arm, PROGRESS_LOST + experiment.old, a.size, units, value, None, None,
-                             refused if arm != reference else {}, refused))  # fmt: skip
+                             refused if arm != reference else {}, refused, reference))  # fmt: skip
             continue
         low, high = bootstrap_interval([a, s], share, resamples, seed, clusters=clusters)
         vs_reference = {}
@@ -121,7 +122,7 @@ def _progress_lost(results: pl.DataFrame, experiment: Experiment, arms: list[str
                             "high": d_high, "verdict": verdict(d_low, d_high, PROGRESS_LOST)}  # fmt: skip
         lost = "lost part of it" if low > 0 else "gained on it" if high < 0 else "no clear change"
         rows.append(_row(arm, PROGRESS_LOST + experiment.old, a.size, units, value, low, high, vs_reference,
-                         {"verdict": lost}))  # fmt: skip
+                         {"verdict": lost}, reference))  # fmt: skip
     return rows
 
 
@@ -138,7 +139,6 @@ def compare(results: pl.DataFrame, experiment: Experiment, vocab_size: int, resa
         raise ValueError(f"experiment {experiment.name}: no results yet for arm {', '.join(missing)}")
     has_start = START in present
     arms = list(experiment.arms)
-    reference = experiment.reference_arm
     rows = []
     for metric in sorted(results["metric"].unique().to_list()):
         for arm in [START] * has_start + arms:
@@ -150,15 +150,17 @@ def compare(results: pl.DataFrame, experiment: Experiment, vocab_size: int, resa
             low = high = None
             if (units := count_units(clusters)) >= MIN_UNITS:
                 low, high = mean_interval(values, resamples, seed, clusters=clusters)
+            reference = experiment.reference_of(arm)
             compared = arm not in (reference, START)
             vs_reference = _difference(results, metric, arm, reference, resamples, seed) if compared else {}
             vs_start = _difference(results, metric, arm, START, resamples, seed) if has_start and arm != START else {}
             rows.append(_row(arm, metric, values.size, units, float(values.mean()), low, high, vs_reference,
-                             vs_start))  # fmt: skip
+                             vs_start, reference))  # fmt: skip
     if experiment.old and has_start:
         rows += _progress_lost(results, experiment, arms, math.log(vocab_size), resamples, seed)
     schema = {"arm": pl.String, "metric": pl.String, "items": pl.Int64, "units": pl.Int64, "unit": pl.String,
-              "value": pl.Float64, "low": pl.Float64, "high": pl.Float64, "delta_vs_reference": pl.Float64,
+              "value": pl.Float64, "low": pl.Float64, "high": pl.Float64, "reference": pl.String,
+              "delta_vs_reference": pl.Float64,
               "low_vs_reference": pl.Float64, "high_vs_reference": pl.Float64, "verdict_vs_reference": pl.String,
               "delta_vs_start": pl.Float64, "low_vs_start": pl.Float64, "high_vs_start": pl.Float64,
               "verdict_vs_start": pl.String}  # fmt: skip
@@ -171,7 +173,7 @@ def summary_lines(report: pl.DataFrame, experiment: Experiment) -> list[str]:
     lines: list[str] = []
     said_any = False
     for row in report.iter_rows(named=True):
-        for label, other in (("reference", experiment.reference_arm), ("start", START)):
+        for label, other in (("reference", row["reference"]), ("start", START)):
             said = row[f"verdict_vs_{label}"]
             if said in ("better", "worse"):
                 delta, low, high = (row[f"{key}_vs_{label}"] for key in ("delta", "low", "high"))
@@ -251,10 +253,47 @@ def data_use_lines(use: pl.DataFrame) -> list[str]:
             for row in use.iter_rows(named=True)]  # fmt: skip
 
 
-def report_markdown(report: pl.DataFrame, experiment: Experiment, use: pl.DataFrame) -> str:
-    """`report.md`: the verdicts, the data each arm trained on, and every metric with its n."""
+# Two arms' compute or passes within this ratio of each other count as the same.
+SAME = 1.1
+
+
+def confound_lines(use: pl.DataFrame, experiment: Experiment) -> list[str]:
+    """For each arm and the arm it is compared with: what besides their data differs. At the same
+    compute an arm on fewer unique tokens goes over them more often; at the same passes it trains
+    less; a difference between the two arms carries that with it."""
+    by_arm = {row["arm"]: row for row in use.iter_rows(named=True)}
+    lines = []
+    for arm in experiment.arms:
+        other = experiment.reference_of(arm)
+        if arm == other or arm not in by_arm or other not in by_arm:
+            continue
+        a, b = by_arm[arm], by_arm[other]
+        same_compute, same_passes = (max(a[key], b[key]) <= SAME * min(a[key], b[key])
+                                     for key in ("trained_tokens", "passes"))  # fmt: skip
+        if same_compute and same_passes:
+            continue
+        said = (f"{arm} against {other}: {a['trained_tokens']:,} and {b['trained_tokens']:,} tokens trained, "
+                f"{a['passes']:.2f} and {b['passes']:.2f} passes over {a['unique_tokens']:,} and "
+                f"{b['unique_tokens']:,} unique tokens; ")  # fmt: skip
+        if same_compute:
+            said += "the same compute, not the same passes: their difference is their data's and its repetition's"
+        elif same_passes:
+            said += "the same passes, not the same compute: their difference is their data's and the compute's"
+        else:
+            said += "neither the same compute nor the same passes: their difference is their data's, the " \
+                    "compute's and the repetition's"  # fmt: skip
+        lines.append(said)
+    return lines
+
+
+def report_markdown(report: pl.DataFrame, experiment: Experiment, use: pl.DataFrame, lines: list[str]) -> str:
+    """`report.md`: the verdicts and confounds (`lines`, from `summary_lines` and `confound_lines`),
+    who is compared with whom, the data each arm trained on, and every metric with its n."""
     markdown = f"# {experiment.name}\n\n{experiment.description}\n\n"
-    markdown += "".join(f"- {line}\n" for line in summary_lines(report, experiment))
+    markdown += "".join(f"- {line}\n" for line in lines)
+    pairs = [f"{arm} with {experiment.reference_of(arm)}" for arm in experiment.arms
+             if arm != experiment.reference_of(arm)]  # fmt: skip
+    markdown += "\nCompared (the table's vs reference): " + ", ".join(pairs) + ".\n"
     if use.height:
         markdown += "\n## Data each arm trained on\n\n" + "".join(f"- {line}\n" for line in data_use_lines(use))
     return markdown + "\n## Every metric\n\n" + markdown_table(report)

@@ -1,8 +1,10 @@
 """What each run of an experiment trains: the start and every arm, from the profile's training
-settings with the experiment's overrides, all arms for the same number of steps."""
+settings with the experiment's overrides, all arms for the same number of steps, except an arm
+that declares `passes` (as many steps as that many passes over its own unique tokens take)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -11,6 +13,7 @@ from pipeline.experiments.declaration import Experiment, Init
 from pipeline.paths import artifact_path
 from pipeline.settings import Settings
 from trainers.config import TrainConfig, describe
+from trainers.data import read_meta
 
 
 def experiment_dir(name: str) -> Path:
@@ -43,8 +46,24 @@ def start_config(settings: Settings, experiment: Experiment, data_dir: Path) -> 
     return _config(settings, overrides, settings.experiments.start_max_steps, f"experiment {experiment.name}, start")
 
 
+def unique_tokens(data_dir: Path, mixture: dict[str, float]) -> int:
+    """The unique training tokens of the sources a mixture weights (a source tiled to fill one
+    sequence counts once)."""
+    shards = read_meta(data_dir)["shards"]
+    return sum(shards[f"train-{source}"]["tokens"] // shards[f"train-{source}"].get("repeated", 1)
+               for source, weight in mixture.items() if weight > 0)  # fmt: skip
+
+
+def steps_for_passes(run: TrainConfig, passes: float) -> int:
+    """The steps that go `passes` times over the run's unique training tokens (at least one)."""
+    per_step = run.sequences_per_step(max(1, run.num_gpus)) * run.seq_len
+    return max(1, math.ceil(passes * unique_tokens(Path(run.data_dir), run.mixture) / per_step))
+
+
 def arm_config(settings: Settings, experiment: Experiment, arm: str, data_root: Path) -> TrainConfig:
-    """The arm's run: its rows' token folder, its overrides, the start (or scratch), the budget."""
+    """The arm's run: its rows' token folder, its overrides, the start (or scratch), the budget:
+    the experiment's steps, or the steps of the arm's `passes` over its data (read from the token
+    folder, which must exist by then)."""
     declared = experiment.arms[arm]
     overrides = {
         **declared.training,
@@ -52,4 +71,8 @@ def arm_config(settings: Settings, experiment: Experiment, arm: str, data_root: 
         "out_dir": str(experiment_dir(experiment.name) / "arms" / arm),
         "init_from": "" if declared.init == Init.scratch else start_model(settings, experiment),
     }
-    return _config(settings, overrides, settings.experiments.max_steps, f"experiment {experiment.name}, arm {arm}")
+    where = f"experiment {experiment.name}, arm {arm}"
+    run = _config(settings, overrides, settings.experiments.max_steps, where)
+    if declared.passes:
+        run = _config(settings, overrides, steps_for_passes(run, declared.passes), where)
+    return run

@@ -4,7 +4,8 @@
   for a lesson grounded on it in one of the formats of `data/templates/text-*.txt` (textbook
   section, Wikipedia-style rephrase and question-answer pairs as in WRAP and Nemotron-CC's
   rephrasing, key facts, a story), for one reader (`data/personas.yaml`, the audiences, and the
-  personas the teacher added). With the 10,033 vital-article summaries: 10,033 x 5 x 24.
+  personas the teacher added). With the 9,507 vital-article summaries generation may use (the
+  rest is the fixed evaluation set, `sources.wiki_eval_set`): 9,507 x 5 x 24.
 - text `topics`: topic-tree leaf x audience x style, the original plan (phi-1.5's topics; the
   tree grows with the teacher, see `pipeline.generation.topic_tree`).
 - code `seeded`: standard-library function x application x difficulty (OSS-Instruct: an exercise

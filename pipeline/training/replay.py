@@ -2,7 +2,9 @@
 learned from, mixed into every step so that it does not forget them.
 
 A Parquet file or folder is read with polars; `python-docs` is the Python documentation that
-ships with every CPython (an offline corpus for CPU runs); anything else goes to
+ships with every CPython (an offline corpus for CPU runs); the built-in seed sources `wiki-vital`
+and `python-stdlib` give what generation may use of them (never their held-out evaluation sets,
+pipeline/generation/sources.py); anything else goes to
 `datasets.load_dataset` (a hub name, a local dataset folder, json/csv files), streamed so only
 what is used is read.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+
+from pipeline.generation.sources import PYTHON_STDLIB, WIKI_VITAL, open_seeds
 
 PYTHON_DOCS = "python-docs"
 
@@ -46,6 +50,8 @@ def heldout_split(documents: list[str], fraction: float) -> tuple[list[str], lis
 def replay_documents(path: str, split: str, text_field: str, limit: int) -> list[str]:
     if path == PYTHON_DOCS:
         return python_docs()[:limit]
+    if path in (WIKI_VITAL, PYTHON_STDLIB):
+        return open_seeds(path)["text"].head(limit).to_list()
     local = Path(path)
     if local.suffix == ".parquet" and not local.exists():
         raise ValueError(f"training.replay_path = {path!r}: no such file")
