@@ -252,7 +252,8 @@ def test_a_killed_run_resumes_to_the_same_loss_curve(packed, tmp_path):
     victim = _run_trainer({**base, "out_dir": str(out)}, tmp_path, "killed")
     deadline = time.monotonic() + 600
     while not (out / "metrics.jsonl").exists() or len(_losses(out)) < 10:  # past the step-8 checkpoint
-        assert victim.poll() is None and time.monotonic() < deadline, "trainer ended before it was killed"
+        ended = victim.poll() is not None
+        assert not ended and time.monotonic() < deadline, f"ended before it was killed: {victim.stderr.read()[-3000:]}"
         time.sleep(0.2)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
