@@ -44,14 +44,20 @@ def bar_chart(labels: list[str], values: list[float], title: str, path: Path, xl
     return _image(fig, path)
 
 
-def line_chart(xs: list[float], ys: list[float], title: str, path: Path, xlabel: str, ylabel: str) -> dg.MetadataValue:
+def line_chart(xs: list[float], ys: list[float], title: str, path: Path, xlabel: str, ylabel: str,
+               points: dict[str, tuple[list[float], list[float]]] | None = None) -> dg.MetadataValue:  # fmt: skip
+    """One line (`ys` over `xs`), and each of `points` as a labelled series of markers on it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(xs, ys, color="#4c72b0")
+    ax.plot(xs, ys, color="#4c72b0", label=ylabel if points else None)
+    for name, (px, py) in (points or {}).items():
+        ax.plot(px, py, marker="o", markersize=4, linewidth=1, label=name)
+    if points:
+        ax.legend(fontsize=8)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -70,9 +70,23 @@ def run_trainer(context: dg.AssetExecutionContext, client: dg.PipesSubprocessCli
     result = client.run(command=command, context=context).get_materialize_result()
     summary = json.loads((out_dir / "summary.json").read_text())
     metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    chart = line_chart([m["step"] for m in metrics], [m["loss"] for m in metrics],
-                       "training loss", out_dir / "loss.png", "step", "loss")  # fmt: skip
-    return summary, {**(result.metadata or {}), "loss_curve": chart}
+    heldout = heldout_curves(metrics)
+    points = {f"held-out {source}": curve for source, curve in heldout.items()}
+    chart = line_chart([m["step"] for m in metrics], [m["loss"] for m in metrics], "training loss",
+                       out_dir / "loss.png", "step", "loss", points)  # fmt: skip
+    last = {f"heldout_loss_{source}": dg.MetadataValue.float(ys[-1]) for source, (_, ys) in heldout.items()}
+    return summary, {**(result.metadata or {}), "loss_curve": chart, **last}
+
+
+def heldout_curves(metrics: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """Each held-out source's loss at the steps the trainer evaluated it: (steps, losses)."""
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    for record in metrics:
+        for source, loss in (record.get("heldout_loss") or {}).items():
+            steps, losses = curves.setdefault(source, ([], []))
+            steps.append(record["step"])
+            losses.append(loss)
+    return curves
 
 
 @dg.asset(group_name="training", kinds={"deepspeed", "pytorch"}, pool="gpu", op_tags=GPU_STEP_TAGS)

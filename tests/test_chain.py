@@ -118,6 +118,13 @@ def test_whole_chain_materializes_with_the_demo_profile(teacher_url, artifact_ho
     # The student learned, and its training summary says so.
     summary = json.loads((artifact_home / "student" / "summary.json").read_text())
     assert summary["steps"] == 20 and summary["final_loss"] < summary["first_loss"]
+    # its last held-out evaluation (one at the end) is in the student's metadata, source by source
+    student_event = next(e for e in results[2].get_asset_materialization_events()
+                         if e.asset_key.to_user_string() == "student_model")  # fmt: skip
+    student_metadata = student_event.materialization.metadata
+    shown = {k: v.value for k, v in student_metadata.items() if k.startswith("heldout_loss_")}
+    assert shown == pytest.approx({f"heldout_loss_{s}": v for s, v in (summary["heldout_loss"] or {}).items()})
+    assert all(0 < v < 20 for v in shown.values()) and "loss_curve" in student_metadata
 
     # The exam asked what the config says, the same items both ways, and scored what it predicted.
     report = table(artifact_home, "exam_report")

@@ -1,8 +1,11 @@
-"""The DeepSpeed trainer on CPU: loss falls, the export loads and generates, a killed run resumes
-to the same loss curve, 2 ZeRO-2 processes match 1, bad config fails before training."""
+"""The DeepSpeed trainer on CPU: loss falls, the export loads and generates, held-out losses per
+source leave training alone, a killed run resumes to the same loss curve, 2 ZeRO-2 processes
+match 1, bad config fails before training."""
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +18,7 @@ import yaml
 from pipeline.exam.data import read_humaneval, read_mmlu
 from trainers.config import TrainConfig, native_bf16_cpu, read_config
 from trainers.data import Mixture, MixtureCounts, PackedTokens, mixture_shares, pack, read_meta, write_meta
-from trainers.train import lr_at, train
+from trainers.train import ProgressLog, lr_at, train
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +39,9 @@ def write_packed_text(out, documents: int = 300):
 @pytest.fixture(scope="module")
 def packed(embedded_teacher_dir, tmp_path_factory):
     """Real English text (MMLU questions) and real Python (HumanEval solutions) packed with the
-    student tokenizer into a code and a text source. The text source is three batches' files
-    listed in meta.json, as the chain's training mix lists them: every run below (the resumed
-    one too) reads windows across their ends."""
+    student tokenizer into a code and a text source, each with a held-out slice. The text source
+    is three batches' files listed in meta.json, as the chain's training mix lists them: every run
+    below (the resumed one too) reads windows across their ends."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_teacher_dir)
@@ -50,7 +53,8 @@ def packed(embedded_teacher_dir, tmp_path_factory):
     text = {"files": [f"batch-{a}/train-text.bin" for a in (0, 200, 400)],
             "tokens": sum(b["tokens"] for b in batches), "documents": sum(b["documents"] for b in batches)}
     shards = {"train-text": text,
-              "train-code": pack(code, tokenizer, out, "train-code"),
+              "train-code": pack(code[:150], tokenizer, out, "train-code"),
+              "valid-code": pack(code[150:], tokenizer, out, "valid-code"),
               "valid-text": pack(documents[550:], tokenizer, out, "valid-text")}  # fmt: skip
     write_meta(out, str(embedded_teacher_dir), len(tokenizer), tokenizer.eos_token_id,
                tokenizer.bos_token_id, shards)  # fmt: skip
@@ -173,6 +177,57 @@ def test_the_run_holds_the_mixture_exactly_even_below_one_sequence_per_step(pack
     assert rows.shape == (8, 65) and rows.dtype == np.int64
 
 
+def _metrics(out_dir) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_heldout_losses_per_source_leave_training_alone_and_losses_are_read_a_window_at_a_time(
+    packed, tmp_path, monkeypatch, capsys
+):
+    """Held-out evaluation every 4 steps and at the end: each source's loss in that step's record
+    and the summary, on the exam's windows; the training losses are a run's without it. The
+    losses come back to the host once a window, not every step, and each line shows its window's mean."""
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.exam.perplexity import window_losses
+
+    reads, read = [], ProgressLog.read
+
+    def counted(self):
+        if self.pending:
+            reads.append([step for step, _, _ in self.pending])
+        read(self)
+
+    monkeypatch.setattr(ProgressLog, "read", counted)
+    base = {"data_dir": str(packed), "seq_len": 32, "micro_batch_size": 2, "max_steps": 6, "warmup_steps": 1,
+            "lr": 3e-3, "log_every": 3, "eval_batches": 2, "precision": "fp32"}  # fmt: skip
+    off = train(TrainConfig(**base, out_dir=str(tmp_path / "off"), eval_every=0, export=False))
+    assert reads == [[1, 2, 3], [4, 5, 6]]
+    reads.clear()
+    on = train(TrainConfig(**base, out_dir=str(tmp_path / "on"), eval_every=4))
+    assert reads == [[1, 2, 3], [4], [5, 6]]  # the evaluation at step 4 reads what it follows
+
+    with_eval, without = _metrics(tmp_path / "on"), _metrics(tmp_path / "off")
+    assert [m["step"] for m in with_eval] == list(range(1, 7))
+    assert [m["loss"] for m in with_eval] == [m["loss"] for m in without]
+    heldout = {m["step"]: m["heldout_loss"] for m in with_eval if "heldout_loss" in m}
+    assert list(heldout) == [4, 6] and all(list(h) == ["code", "text"] for h in heldout.values())
+    assert all(math.isfinite(v) and 0 < v < 12 for h in heldout.values() for v in h.values())
+    assert on["heldout_loss"] == heldout[6] and off["heldout_loss"] is None
+    assert not any("heldout_loss" in m for m in without)
+    model = AutoModelForCausalLM.from_pretrained(on["model_dir"])  # the end's weights, scored by the exam's code
+    for source in ("code", "text"):
+        losses, _ = window_losses(model, packed, f"valid-{source}", 32, max_windows=4)
+        assert heldout[6][source] == pytest.approx(losses.mean(), rel=1e-4)
+
+    losses = {m["step"]: m["loss"] for m in without}
+    lines = re.findall(r"step (\d+)/6 loss ([\d.]+)", capsys.readouterr().out)
+    assert [int(step) for step, _ in lines] == [3, 6, 3, 6]
+    for step, shown in lines:
+        window = [losses[s] for s in range(int(step) - 2, int(step) + 1)]
+        assert float(shown) == pytest.approx(sum(window) / 3, abs=1e-4)
+
+
 def _run_trainer(config: dict, tmp_path, name: str) -> subprocess.Popen:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(config))
@@ -187,8 +242,9 @@ def _losses(out_dir) -> list[float]:
 
 
 def test_a_killed_run_resumes_to_the_same_loss_curve(packed, tmp_path):
+    """... and to the same held-out losses: the evaluations after the checkpoint run again on the same weights."""
     base = {"data_dir": str(packed), "seq_len": 64, "micro_batch_size": 4, "max_steps": 16, "warmup_steps": 3,
-            "lr": 3e-3, "checkpoint_every": 4, "log_every": 100}  # fmt: skip
+            "lr": 3e-3, "checkpoint_every": 4, "log_every": 2, "eval_every": 6}  # fmt: skip
     straight = _run_trainer({**base, "out_dir": str(tmp_path / "straight")}, tmp_path, "straight")
     assert straight.wait(timeout=600) == 0, straight.stderr.read()[-3000:]
 
@@ -196,7 +252,8 @@ def test_a_killed_run_resumes_to_the_same_loss_curve(packed, tmp_path):
     victim = _run_trainer({**base, "out_dir": str(out)}, tmp_path, "killed")
     deadline = time.monotonic() + 600
     while not (out / "metrics.jsonl").exists() or len(_losses(out)) < 10:  # past the step-8 checkpoint
-        assert victim.poll() is None and time.monotonic() < deadline, "trainer ended before it was killed"
+        ended = victim.poll() is not None
+        assert not ended and time.monotonic() < deadline, f"ended before it was killed: {victim.stderr.read()[-3000:]}"
         time.sleep(0.2)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
@@ -207,6 +264,9 @@ def test_a_killed_run_resumes_to_the_same_loss_curve(packed, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_step"] in (8, 12)
     assert _losses(out) == _losses(tmp_path / "straight")  # exactly, step by step
+    heldout = {m["step"]: m["heldout_loss"] for m in _metrics(out) if "heldout_loss" in m}
+    assert list(heldout) == [6, 12, 16] and all(list(h) == ["code", "text"] for h in heldout.values())
+    assert heldout == {m["step"]: m["heldout_loss"] for m in _metrics(tmp_path / "straight") if "heldout_loss" in m}
 
 
 def test_zero2_on_two_processes_matches_one(packed, tmp_path):

@@ -116,7 +116,15 @@ class TrainConfig(BaseModel):
     peak_tflops: float = Field(
         989.0, ge=0, description="Dense bf16 peak per GPU, for MFU on GPUs (H100/H200 SXM: 989; 0 = no MFU)."
     )
-    log_every: int = Field(10, ge=1, description="Steps between progress lines (tokens/s, MFU, ETA).")
+    log_every: int = Field(
+        10, ge=1, description="Steps between progress lines (mean loss, tokens/s, MFU, ETA) and metric writes."
+    )
+    eval_every: int = Field(
+        50, ge=0, description="Steps between held-out evaluations (each valid-<source>) and one at the end (0 = none)."
+    )
+    eval_batches: int = Field(
+        4, ge=1, description="Micro batches per held-out source in each evaluation: the same windows every time."
+    )
     export: bool = Field(True, description="Write the Hugging Face folder at the end (benchmarks skip it).")
     seed: int = Field(0)
 

@@ -5,8 +5,8 @@ launched by the `student_model` asset through Dagster Pipes; with the `deepspeed
 only rank 0 talks to Dagster. On a CPU it runs as one process with the gloo backend.
 
 `train` reads top to bottom: `setup` builds the engine and the data, `train_step` runs one
-optimizer step, `ProgressLog` writes metrics and progress lines, `save_checkpoint` / `resume`
-keep the run restartable, `export` writes the model.
+optimizer step, `evaluate` scores the held-out shards, `ProgressLog` writes metrics and progress
+lines, `save_checkpoint` / `resume` keep the run restartable, `export` writes the model.
 """
 
 from __future__ import annotations
@@ -193,6 +193,7 @@ class Run:
     flops_per_token: float
     precision: str  # bf16 | fp32, what `auto` became
     precision_why: str
+    heldout: dict[str, np.ndarray]  # each held-out source's fixed evaluation windows
 
     @property
     def out_dir(self) -> Path:
@@ -213,6 +214,25 @@ class Run:
     @property
     def tokens_per_step(self) -> int:
         return self.sequences_per_rank * self.cfg.seq_len * self.world
+
+
+def heldout_windows(cfg: TrainConfig, meta: dict) -> dict[str, np.ndarray]:
+    """Each `valid-<source>` shard's evaluation windows: the first eval_batches x micro_batch_size
+    of its seed-0 order (where the exam's held-out perplexity starts too), read once so every
+    evaluation scores the same tokens. A shard shorter than one window is left out."""
+    from trainers.data import PackedTokens
+
+    windows = {}
+    for split in meta["shards"] if cfg.eval_every else ():
+        if not split.startswith("valid-"):
+            continue
+        try:
+            shard = PackedTokens(Path(cfg.data_dir), split, cfg.seq_len, seed=0)
+        except ValueError:
+            continue
+        starts = shard.next_starts(min(shard.windows, cfg.eval_batches * cfg.micro_batch_size))
+        windows[split.removeprefix("valid-")] = shard.read(starts)
+    return windows
 
 
 def setup(cfg: TrainConfig) -> Run:
@@ -251,13 +271,14 @@ def setup(cfg: TrainConfig) -> Run:
     per_token = flops_per_token(n_params - config.vocab_size * config.hidden_size, config.num_hidden_layers,
                                 config.hidden_size, cfg.seq_len)  # fmt: skip
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    return Run(cfg, engine, mixture, meta, int(os.environ["RANK"]), world, on_gpu, n_params, per_token, precision, why)
+    return Run(cfg, engine, mixture, meta, int(os.environ["RANK"]), world, on_gpu, n_params, per_token, precision, why,
+               heldout_windows(cfg, meta))  # fmt: skip
 
 
-def train_step(run: Run) -> tuple[float, float]:
-    """One optimizer step over this rank's share of the global batch: (loss of the global batch, lr)."""
+def train_step(run: Run):
+    """One optimizer step over this rank's share of the global batch: (this rank's loss, left on
+    the device, and the lr). ProgressLog reads the losses back a window at a time."""
     import torch
-    import torch.distributed as dist
 
     cfg, engine = run.cfg, run.engine
     engine.train()
@@ -271,19 +292,55 @@ def train_step(run: Run) -> tuple[float, float]:
         engine.backward(loss)
         engine.step()
         step_loss += loss.detach().float() / cfg.grad_accum_steps
-    if run.world > 1:  # the loss of the global batch, not rank 0's share
-        dist.all_reduce(step_loss)
-        step_loss /= run.world
-    return step_loss.item(), lr
+    return step_loss, lr
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """Mean loss per token on each held-out source's fixed windows, in eval mode without gradients.
+    The ranks split the windows and run the same number of forwards (ZeRO-3 gathers the weights
+    collectively); the sums are reduced. Neither the data order nor any RNG moves, so training
+    after it is what it would have been without it."""
+    import torch
+    import torch.distributed as dist
+
+    engine, micro = run.engine, run.cfg.micro_batch_size
+    engine.eval()
+    sums = []
+    with torch.no_grad():
+        for rows in run.heldout.values():
+            mine = rows[run.rank :: run.world]
+            total = torch.zeros((), device=engine.device)
+            for first in range(0, -(-len(rows) // run.world), micro):
+                batch = mine[first : first + micro]
+                ids = torch.from_numpy(batch if len(batch) else rows[:1]).to(engine.device)
+                loss = engine(ids[:, :-1], ids[:, 1:])
+                if len(batch):  # an empty share still ran the forward, for the other ranks
+                    total += loss.float() * len(batch)  # every window scores seq_len tokens
+            sums.append(total)
+    engine.train()
+    if not sums:
+        return {}
+    sums = torch.stack(sums)
+    if run.world > 1:
+        dist.all_reduce(sums)
+    return {name: s / len(rows) for (name, rows), s in zip(run.heldout.items(), sums.tolist(), strict=True)}
 
 
 class ProgressLog:
     """Per-step metrics (rank 0 writes metrics.jsonl) and, every `log_every` steps, a progress
-    line with tokens/s, MFU and ETA measured over the window since the last line."""
+    line with the mean loss, tokens/s, MFU and ETA over the window since the last line. The
+    losses stay on the device until a line, an evaluation, a checkpoint or the end reads them back
+    all at once: a read every step would make the host wait for the device every step."""
 
     def __init__(self, run: Run, report: Reporter, metrics_file):
         self.run, self.report, self.metrics = run, report, metrics_file
         self.window_start, self.window_tokens = time.perf_counter(), 0
+        self.pending: list[tuple[int, object, float]] = []  # (step, loss on the device, lr), not read yet
+        self.records: list[dict] = []  # read, not written yet
+        self.window: list[float] = []  # losses since the last line
+        self.losses: list[float] = []
+        self.heldout: dict[str, float] | None = None  # the latest evaluation's
+        self.eval_seconds = 0.0
 
     def mfu(self, tokens_per_s: float) -> float | None:
         """Model FLOPs utilization: achieved training FLOP/s over the devices' peak."""
@@ -292,24 +349,60 @@ class ProgressLog:
             return None
         return tokens_per_s * self.run.flops_per_token / (cfg.peak_tflops * 1e12 * self.run.world)
 
-    def step(self, step: int, loss: float, lr: float) -> None:
+    def read(self) -> None:
+        """The pending steps' losses to the host in one transfer, as the global batch's loss."""
+        if not self.pending:
+            return
+        import torch
+        import torch.distributed as dist
+
+        losses = torch.stack([loss for _, loss, _ in self.pending])
+        if self.run.world > 1:  # the loss of the global batch, not this rank's share
+            dist.all_reduce(losses)
+            losses /= self.run.world
+        values = losses.tolist()
+        self.records += [{"step": step, "loss": loss, "lr": lr}
+                         for (step, _, lr), loss in zip(self.pending, values, strict=True)]  # fmt: skip
+        self.window += values
+        self.losses += values
+        self.pending = []
+
+    def step(self, step: int, loss, lr: float, evaluate_now: bool = False, checkpoint: bool = False) -> None:
+        """Record a step; at a line, an evaluation or a checkpoint, write everything read so far
+        (before the checkpoint, so a resumed run keeps exactly the metrics of the steps it keeps)."""
         cfg = self.run.cfg
+        self.pending.append((step, loss, lr))
         self.window_tokens += self.run.tokens_per_step
-        record = {"step": step, "loss": loss, "lr": lr}
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
+        if evaluate_now:
+            self.read()  # the training queued so far finishes first, so tokens/s leaves out the evaluation
+            began = time.perf_counter()
+            self.heldout = evaluate(self.run)
+            spent = time.perf_counter() - began
+            self.eval_seconds += spent
+            self.window_start += spent
+            self.records[-1]["heldout_loss"] = self.heldout
+            if self.heldout:
+                losses = ", ".join(f"{name} {value:.4f}" for name, value in self.heldout.items())
+                self.report.log(f"step {step}/{cfg.max_steps} held-out loss {losses}")
+        line = step % cfg.log_every == 0 or step == cfg.max_steps
+        if line or evaluate_now or checkpoint:
+            self.read()
+        if line:
             seconds = time.perf_counter() - self.window_start
             tok_s = self.window_tokens / seconds
             mfu = self.mfu(tok_s)
-            record.update(tokens_per_s=tok_s, mfu=mfu)
+            self.records[-1].update(tokens_per_s=tok_s, mfu=mfu)
             eta = (cfg.max_steps - step) * seconds / max(1, self.window_tokens / self.run.tokens_per_step)
+            mean = sum(self.window) / len(self.window)
             self.report.log(
-                f"step {step}/{cfg.max_steps} loss {loss:.4f} lr {lr:.2e} {tok_s:,.0f} tok/s"
+                f"step {step}/{cfg.max_steps} loss {mean:.4f} lr {lr:.2e} {tok_s:,.0f} tok/s"
                 + (f" MFU {mfu:.1%}" if mfu else "") + f" ETA {eta:.0f}s"
             )
-            self.window_start, self.window_tokens = time.perf_counter(), 0
-        if self.run.rank == 0:
-            self.metrics.write(json.dumps(record) + "\n")
+            self.window_start, self.window_tokens, self.window = time.perf_counter(), 0, []
+        if self.run.rank == 0 and self.records:
+            self.metrics.write("".join(json.dumps(record) + "\n" for record in self.records))
             self.metrics.flush()
+        self.records = []
 
 
 def save_checkpoint(run: Run, step: int) -> None:
@@ -369,24 +462,27 @@ def train(cfg: TrainConfig) -> dict:
 
     run = setup(cfg)
     step = first_step = resume(run)
-    losses: list[float] = []
     with reporter(run.rank) as report, run.metrics_path.open("a") as metrics:
         shares = ", ".join(f"{name} {float(share):.1%}" for name, share in run.mixture.shares.items())
+        heldout = ", ".join(f"{name} ({len(rows)} windows)" for name, rows in run.heldout.items())
         report.log(
             f"training {cfg.init_from or cfg.size} ({run.parameters / 1e6:.1f}M parameters) from step {step} "
             f"to {cfg.max_steps}: {run.tokens_per_step:,} tokens per step, mixture {shares}, "
             f"ZeRO-{cfg.zero_stage}, {run.world} process(es), {run.precision} ({run.precision_why})"
+            + (f"; held-out {heldout} every {cfg.eval_every} steps and at the end" if heldout else "")
         )
         progress = ProgressLog(run, report, metrics)
         started = time.perf_counter()
         while step < cfg.max_steps:
             loss, lr = train_step(run)
             step += 1
-            losses.append(loss)
-            progress.step(step, loss, lr)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+            evaluate_now = bool(run.heldout) and (step % cfg.eval_every == 0 or step == cfg.max_steps)
+            checkpoint = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0 and step < cfg.max_steps
+            progress.step(step, loss, lr, evaluate_now, checkpoint)
+            if checkpoint:
                 save_checkpoint(run, step)
         seconds = time.perf_counter() - started
+        losses, training_seconds = progress.losses, seconds - progress.eval_seconds
         model_dir = export(run) if cfg.export else None
         trained = step - first_step
         summary = {
@@ -397,7 +493,8 @@ def train(cfg: TrainConfig) -> dict:
             "final_loss": losses[-1] if losses else None,
             "first_loss": losses[0] if losses else None,
             "train_seconds": round(seconds, 2),
-            "tokens_per_s": round(run.tokens_per_step * trained / seconds, 1) if trained else None,
+            "tokens_per_s": round(run.tokens_per_step * trained / training_seconds, 1) if trained else None,
+            "heldout_loss": progress.heldout,
             "mixture_sequences": run.mixture.counts.drawn,
             "zero_stage": cfg.zero_stage,
             "precision": run.precision,
