@@ -21,6 +21,7 @@ instance in $DAGSTER_HOME (default <SCHOOLHOUSE_HOME>/dagster).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -31,9 +32,9 @@ from pathlib import Path
 import yaml
 
 from assets.partitions import DOMAINS
-from pipeline import atomic
 from pipeline.paths import artifact_home
 from pipeline.settings import STAGES, ConfigError, resolve
+from trainers import atomic
 
 log = logging.getLogger("schoolhouse.cli")
 
@@ -130,9 +131,16 @@ def _dagster_home() -> Path:
         os.environ["DAGSTER_HOME"] = str(artifact_home() / "dagster")
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists() and INSTANCE_CONFIG.exists():
-        # two commands starting at once each write a whole copy (atomic), never half of one
-        atomic.write_text(home / "dagster.yaml", INSTANCE_CONFIG.read_text(), "the Dagster instance's config")
+    # The first command on a new instance creates its storage; two creating it at once both stamp
+    # its schema version ("table alembic_version already exists", or two heads: the instance is
+    # broken for good). Commands open it one after the other; after the first this takes a moment.
+    with atomic.exclusive(home / "opening"):
+        if not (home / "dagster.yaml").exists() and INSTANCE_CONFIG.exists():
+            atomic.write_text(home / "dagster.yaml", INSTANCE_CONFIG.read_text(), "the Dagster instance's config")
+        import dagster as dg
+
+        with contextlib.suppress(Exception), dg.DagsterInstance.from_config(str(home)):
+            pass  # an instance that does not open is reported by the `dagster` check, naming the fix
     return home
 
 
@@ -190,6 +198,7 @@ def launch_command(args, overrides: dict) -> int:
     import dagster as dg
 
     from assets import runs
+    from assets.launch import reap_dead_runs
     from pipeline.doctor import PreflightFailed, preflight
 
     started = time.monotonic()
@@ -201,6 +210,8 @@ def launch_command(args, overrides: dict) -> int:
         needs = ("deepspeed", "dagster", "disk") + (() if skip_batches else ("teacher", "sandbox"))
     results = []
     with dg.DagsterInstance.get() as instance:
+        # runs a killed command left STARTED would hold their pool slots forever: the next step would wait
+        reap_dead_runs(instance)
         try:
             # what needs no teacher is checked before one starts (2-4 minutes on a CPU)
             preflight(resolve(args.profile, overrides), [n for n in needs if n != "teacher"], EXTRA_CHECKS)

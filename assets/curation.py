@@ -12,6 +12,7 @@ from assets.generation import journal_path
 from assets.metadata import bar_chart, preview, table
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
+from pipeline.curation.contamination_judge import teacher_judge
 from pipeline.curation.curate import curate, yield_table
 from pipeline.curation.decontamination import decontaminate, exam_indexes, find_contamination_reference
 from pipeline.curation.dedup import DedupIndex, curated_texts, dedup_batch, dedup_lock, text_hash
@@ -120,13 +121,21 @@ def semantic_deduped(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse
 def decontaminated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
                    quality_scored: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """Rows sharing an n-gram with MMLU or HumanEval (code: also after renaming identifiers), or
-    with a passage close in meaning to an exam item, rejected naming the item. Metadata: the
-    yield of each template, audience and style, and the closest exam items."""
+    with a passage close in meaning to an exam item, rejected naming the item (with
+    `curation.decontamination.judge`, the teacher judges the close candidates the rule passes over,
+    journaled per batch). Metadata: the yield of each template, audience and style, and the closest
+    exam items."""
     cfg = schoolhouse.settings.curation.decontamination
     frame = decontaminate(quality_scored, *exam_indexes(cfg.ngram, cfg.code_ngram))
     nearest = nearest_exam_items(embedding_store(schoolhouse), frame)
+    judge = None
+    if cfg.judge:
+        date, domain = batch_parts(context.partition_key)
+        judge = teacher_judge(schoolhouse.settings, schoolhouse.path("journals", date, f"{domain}.contamination.jsonl"),
+                              schoolhouse.path("logs", f"vllm-{date}-{domain}-contamination.log"))  # fmt: skip
     if cfg.semantic_threshold > 0:
-        frame = semantic_decontaminate(frame, nearest, cfg.semantic_threshold, cfg.question_words)
+        frame = semantic_decontaminate(frame, nearest, cfg.semantic_threshold, cfg.question_words, judge,
+                                       cfg.judge_similarity if judge else None)  # fmt: skip
     yields = yield_table(frame)
     by_template = yields.filter(pl.col("dimension") != "topic").sort("yield")
     chart = bar_chart(
@@ -148,6 +157,13 @@ def decontaminated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             "closest_to_the_exam": preview(nearest.sort("similarity", descending=True),
                                            ["id", "exam_item", "similarity", "score", "passage"], rows=20),
             "max_exam_similarity": dg.MetadataValue.float(float(nearest["similarity"].max() or 0.0)),
+            **({
+                "judge_pairs": judge.stats.pairs, "judge_yes": judge.stats.leaks, "judge_unclear": judge.stats.unclear,
+                "judge_resumed_from_journal": judge.stats.resumed, "judge_requested": judge.stats.requested,
+                "seconds_judging": dg.MetadataValue.float(round(judge.stats.seconds, 1)),
+                "judge_verdicts": preview(judge.verdicts.sort("similarity", descending=True),
+                                          ["id", "exam_item", "similarity", "leak", "answer", "reason"], rows=20),
+            } if judge else {}),  # fmt: skip
         },
     )
 

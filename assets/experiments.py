@@ -13,12 +13,12 @@ from assets.metadata import interval_chart, table
 from assets.partitions import ARMS, ARMS_TO_EXPERIMENT, EXPERIMENT_TO_ARMS, EXPERIMENTS
 from assets.resources import GPU_STEP_TAGS, Schoolhouse
 from assets.training import run_trainer, student_tokenizer_dir
-from pipeline import atomic
 from pipeline.experiments.data import build_experiment_data, heldout_dir
 from pipeline.experiments.declaration import experiments, split_arm_key
 from pipeline.experiments.evaluate import SCHEMA, evaluate
 from pipeline.experiments.report import START, compare, confound_lines, data_use, report_markdown, summary_lines
 from pipeline.experiments.runs import arm_config, experiment_dir, start_config, start_model, trains_a_start
+from trainers import atomic
 from trainers.data import read_meta
 
 RESULTS_SCHEMA = {"arm": pl.String, **SCHEMA}

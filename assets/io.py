@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from pipeline import atomic
 from pipeline.paths import artifact_home
+from trainers import atomic
 
 
 class ArtifactIOManager(dg.ConfigurableIOManager):

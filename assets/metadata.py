@@ -9,6 +9,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from trainers import atomic
+
 
 def preview(frame: pl.DataFrame, columns: list[str], rows: int = 10, width: int = 120) -> dg.MetadataValue:
     shown = frame.head(rows).select(
@@ -99,8 +101,7 @@ def _image(fig, path: Path) -> dg.MetadataValue:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buffer.getvalue())
+    atomic.write_file(path, lambda tmp: tmp.write_bytes(buffer.getvalue()), f"the chart {path.name}")
     return png_file(path)
 
 

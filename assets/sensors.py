@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import dagster as dg
 
+from pipeline.generation import journal
 from pipeline.paths import artifact_path
+from trainers import atomic
 
 
 @dg.run_failure_sensor(name="record_run_failures", default_status=dg.DefaultSensorStatus.RUNNING)
@@ -21,8 +22,9 @@ def record_run_failures(context: dg.RunFailureSensorContext) -> None:
         "failed_at": datetime.now(UTC).isoformat(),
         "error": context.failure_event.message,
     }
-    with path.open("a") as log:
-        log.write(json.dumps(record) + "\n")
+    # one writer at a time; a torn last line (a killed sensor) is dropped; the line is on disk when this returns
+    with atomic.exclusive(path), journal.appending(path) as log:
+        journal.append(log, record)
     context.log.info(f"recorded the failure of run {record['run_id']} in {path}")
 
 

@@ -12,9 +12,9 @@ import polars as pl
 from assets.metadata import line_chart
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import GPU_STEP_TAGS, Schoolhouse
-from pipeline import atomic
 from pipeline.teacher.weights import embedded_teacher
 from pipeline.training.mix import assemble_mix, pack_batch
+from trainers import atomic
 from trainers.config import TrainConfig
 
 

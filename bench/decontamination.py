@@ -1,7 +1,9 @@
 """Decontamination benchmark: planted leaks and clean rows through the n-gram checks alone, with
 the semantic check beside them (as it was: close in meaning + the answer) and with the rule after
 it (the passage must also hold the question's rare words: `question_share` in
-pipeline/curation/semantic.py).
+pipeline/curation/semantic.py), and with --teacher-url the teacher as judge
+(pipeline/curation/contamination_judge.py) both ways: confirming the rule's pairs, and deciding
+the candidates the rule passes over that are at least --judge-similarity close.
 
 Kinds (all built here or in tests/data/planted_contamination.yaml):
 - verbatim: an MMLU question with its answer inside a paragraph of other text;
@@ -18,7 +20,10 @@ chosen on the tuning half (the sweep; `RULE_SHARE` in semantic.py) and the held-
 it. Prints caught leaks and flagged clean rows per kind and stage, each clean row the rule still
 flags in the held-out half, and the semantic check's rows/s (embedding the passages + the
 candidates; the exam items' own embedding is cached and not timed; --vectors keeps the passages'
-between runs, and then the rate is not the embedding's).
+between runs, and then the rate is not the embedding's). The judge is asked once about every
+candidate pair of the rows the n-gram checks miss (pairs/s: those asked now; --journal keeps the
+answers between runs), and then prints how often it says "yes" to a leak's pair and to a clean
+row's pair, and each combination's flags from those same answers.
 
 With --throughput, instead: rows/s of the n-gram checks one row at a time
 (`find_contamination_reference`, every n-gram a Python tuple) against the batch path the chain
@@ -29,6 +34,7 @@ planted kinds above (--items 60); code: --code-docs fenced 10-50 line stretches 
 library plus the renamed HumanEval copies and clean functions above.
 
     python bench/decontamination.py [--model all-MiniLM-L6-v2] [--items 150] [--vectors DIR]
+        [--teacher-url http://127.0.0.1:8000/v1 [--journal FILE]]
     python bench/decontamination.py --throughput [--docs 50000] [--code-docs 2000]
 """
 
@@ -177,6 +183,7 @@ SUBJECT_WORDS = {
 }
 SPLITS = ("tuning", "held-out")
 RULE_SWEEP = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+JUDGE_SWEEP = (0.6, 0.7, 0.8)
 
 
 def split_of(key: str) -> str:
@@ -235,6 +242,10 @@ def main() -> None:
     parser.add_argument("--throughput", action="store_true", help="only the per-row vs batch n-gram throughput")
     parser.add_argument("--docs", type=int, default=50_000, help="prose rows for --throughput")
     parser.add_argument("--code-docs", type=int, default=2_000, help="code rows for --throughput")
+    parser.add_argument("--teacher-url", default="", help="an OpenAI-compatible server: the teacher as judge too")
+    parser.add_argument("--teacher-model", default="SmolLM2-135M-Instruct", help="the model it serves")
+    parser.add_argument("--journal", type=Path, help="keep the judge's answers in this file between runs")
+    parser.add_argument("--unguided", action="store_true", help="the judge's answer free, not held to yes|no")
     args = parser.parse_args()
     if args.throughput:
         throughput(args.docs, args.code_docs, args.items or 60)
@@ -292,10 +303,10 @@ def main() -> None:
 
     def table(split: str, columns: dict[str, dict[str, dict] | None]) -> None:
         print(f"\n{split} split: caught (leaks) or flagged (clean rows)")
-        print(f"{'kind':16}" + "".join(f"{name:>15}" for name in columns))
+        print(f"{'kind':16}" + "".join(f" {name:>15}" for name in columns))
         for kind in [*kinds, None]:
             cells = [count(split, found, kind) for found in columns.values()]
-            print(f"{kind or 'all clean':16}" + "".join(f"{f'{k}/{n}':>8} {100 * k / n:>5.1f}%" for k, n in cells))
+            print(f"{kind or 'all clean':16}" + "".join(f" {f'{k}/{n}':>8} {100 * k / n:>5.1f}%" for k, n in cells))
 
     today, ruled = f"+sem {args.threshold:.2f}", f"+rule {RULE_SHARE:.2f}"
     stages = {"n-gram": None, today: decided(0.0), ruled: decided(RULE_SHARE)}
@@ -312,6 +323,62 @@ def main() -> None:
     for i, case in enumerate(cases):
         if case[3] is None and case[4] == "held-out" and (said := stages[ruled].get(ids[i])):
             print(f"held-out clean row the rule flags: {case[0]} {case[2][:50]!r} -> {said}")
+    if not args.teacher_url:
+        return
+
+    # The judge: every candidate pair of the rows the n-gram checks miss (as in the chain, where
+    # those rows are rejected before), asked once; each combination reads the same answers.
+    from pipeline.curation.contamination_judge import ContaminationJudge, client_of
+    from pipeline.teacher.client import TeacherClient
+
+    missed = {ids[i] for i in range(len(cases)) if ngram[i] is None}
+    pairs = nearest.filter(pl.col("passage").is_not_null() & (pl.col("similarity") >= args.threshold)
+                           & pl.col("id").is_in(list(missed)))  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        client = TeacherClient([args.teacher_url], args.teacher_model, concurrency=64)
+        judge = ContaminationJudge(args.journal or Path(folder) / "judge.jsonl", args.teacher_model,
+                                   client_of(client), guided=not args.unguided)  # fmt: skip
+        # by (row, item, passage): a row may be close to one item in two passages, judged apart
+        verdicts = dict(zip(pairs.select("id", "exam_item", "passage").iter_rows(), judge(pairs), strict=True))
+    stats = judge.stats
+    rate = f"{stats.requested / stats.seconds:.2f} pairs/s" if stats.seconds else "all from the journal"
+    print(f"\njudge ({args.teacher_model}, {'free' if args.unguided else 'guided yes|no'}): {stats.pairs} pairs of "
+          f"{pairs['id'].n_unique()} rows, {stats.requested} asked now ({rate}), {stats.resumed} from the journal, "
+          f"{stats.leaks} yes, {stats.unclear} unclear")  # fmt: skip
+    planted_item = {ids[i]: case[3] for i, case in enumerate(cases)}
+    for split in SPLITS:
+        members = {ids[i] for i, c in enumerate(cases) if c[4] == split}
+        for label, rows in (("leak pairs (the planted item)", lambda i, e: planted_item[i] == e),
+                            ("clean rows' pairs", lambda i, e: planted_item[i] is None)):  # fmt: skip
+            said = [leak for (i, e, _), leak in verdicts.items() if i in members and rows(i, e)]
+            print(f"{split}: yes to {sum(said)}/{len(said)} {label}")
+
+    kind_of = {ids[i]: case[0] for i, case in enumerate(cases)}
+    for row in pairs.sort("similarity", descending=True).iter_rows(named=True):
+        if kind_of[row["id"]] == "heavy" and planted_item[row["id"]] == row["exam_item"]:
+            said = "yes" if verdicts[row["id"], row["exam_item"], row["passage"]] else "no"
+            print(f"heavy rewording's pair: {row['exam_item']} similarity {row['similarity']:.3f}, rule score "
+                  f"{row['score']:.2f}, judge {said}")  # fmt: skip
+    asked = {}
+
+    def judged(name: str, rule: float, similarity: float | None) -> dict[str, dict]:
+        def answered(pairs: pl.DataFrame) -> pl.Series:
+            keys = list(pairs.select("id", "exam_item", "passage").iter_rows())
+            asked[name] = sum(i in missed for i, _, _ in keys)  # the rows the n-grams catch are not asked in the chain
+            return pl.Series([verdicts.get(key, False) for key in keys], dtype=pl.Boolean)
+
+        out = semantic_decontaminate(frame, nearest, args.threshold, rule, answered, similarity)
+        out = out.filter(pl.col("contamination").is_not_null())
+        return {row_id: json.loads(said) for row_id, said in out.select("id", "contamination").iter_rows()}
+
+    # judge alone: it decides every candidate; rule+judge: it confirms the rule's pairs; judge>=s:
+    # the rule's pairs stand, and it decides the candidates the rule passes over at least s close.
+    combos = {"judge alone": judged("judge alone", 0.0, None), "rule+judge": judged("rule+judge", RULE_SHARE, None)}
+    combos |= {f"judge>={s:.2f}": judged(f"judge>={s:.2f}", RULE_SHARE, s) for s in JUDGE_SWEEP}
+    print("pairs the judge decides (rows the n-grams miss, both halves): "
+          + ", ".join(f"{name} {n}" for name, n in asked.items()))  # fmt: skip
+    for split in SPLITS:
+        table(split, {ruled: stages[ruled], **combos})
 
 
 def throughput_rows(docs: int, code_docs: int, items: int, seed: int = 0) -> tuple[list[str], list[str]]:

@@ -212,6 +212,21 @@ class DecontaminationSettings(_Settings):
         "question's words, weighted by rarity (IDF; 0 = off); chosen on the tuning half of bench/decontamination.py's "
         "rows.",
     )
+    judge: bool = Field(
+        False, description="The teacher judges whether a candidate's passage is its exam item rephrased (Yang et al. "
+        "2023; journaled per batch): the rule's leaks stay rejected, and a candidate the rule passes over that is at "
+        "least judge_similarity close is rejected on a yes. Off: the 135M teacher says yes to 90% of clean rows' "
+        "pairs (bench/decontamination.py).",
+    )
+    judge_similarity: float = Field(
+        0.7, ge=0, le=1, description="With judge: the least similarity of a candidate the rule passes over that the "
+        "judge decides (on bench/decontamination.py's rows 71 pairs at 0.70, 261 at 0.60, where all 8 reworded "
+        "leaks' pairs are).",
+    )
+    judge_guided: bool = Field(
+        True, description="With judge: hold its answer to yes|no with vLLM's structured outputs (off for servers "
+        "without them; then its first word is read, and neither word counts as no).",
+    )
 
 
 class QualitySettings(_Settings):

@@ -142,7 +142,7 @@ def _child(folder: Path, code: str) -> subprocess.Popen:
     script = textwrap.dedent(f"""
         import os, sys
         import numpy as np
-        from pipeline import atomic
+        from trainers import atomic
         from pipeline.curation.ann import VectorIndex
         sys.path.insert(0, {str(ROOT / "tests")!r})
         from test_ann import planted

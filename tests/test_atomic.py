@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import atomic
+from trainers import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def test_two_processes_writing_one_table_never_collide(tmp_path):
     target = tmp_path / "tables" / "topics.parquet"
     writer = """
         import sys, polars as pl
-        from pipeline import atomic
+        from trainers import atomic
         frame = pl.DataFrame({"writer": [sys.argv[-1]] * 5000, "n": range(5000)})
         for _ in range(100):
             atomic.write_parquet(frame, sys.argv[-2])
@@ -60,7 +60,7 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "t.parquet"
     writer = _python(f"""
         import os, signal
-        from pipeline import atomic
+        from trainers import atomic
         def fill(tmp):
             tmp.write_bytes(b"partial")
             os.kill(os.getpid(), signal.SIGKILL)  # killed between writing and renaming

@@ -103,3 +103,29 @@ def test_a_judge_decides_the_pairs_the_rule_keeps():
     assert json.loads(out["contamination"][0])["stage"] == "semantic+rule+judge"
     kept = semantic_decontaminate(frame, nearest, 0.6, judge=lambda pairs: pl.Series([False] * pairs.height))
     assert kept["reason"].to_list() == [None, None]
+
+
+def test_a_judge_decides_the_close_candidates_the_rule_passes_over():
+    """With `judge_similarity`, the rule's pairs stay leaks without asking, and the judge decides
+    only the candidates the rule passes over at least that close: a yes rejects the row, naming
+    the stage `semantic+judge`; a candidate below the similarity is never asked."""
+    index = exam(ADVERTISING, TU_QUOQUE)
+    nearest = close_to(index, {"row000": (PARAPHRASE, TU_QUOQUE, 0.92), "row001": (LESSON, ADVERTISING, 0.75),
+                               "row002": (LESSON + " Posters.", ADVERTISING, 0.65)})  # fmt: skip
+    frame = rows(("text", PARAPHRASE), ("text", LESSON), ("text", LESSON + " Posters."))
+    seen = []
+
+    def judge(pairs: pl.DataFrame) -> pl.Series:
+        seen.append(pairs["id"].to_list())
+        return pl.Series([True] * pairs.height)
+
+    out = semantic_decontaminate(frame, nearest, 0.6, judge=judge, judge_similarity=0.7).sort("id")
+    assert seen == [["row001"]]
+    assert out["reason"].to_list() == ["decontamination:semantic", "decontamination:semantic", None]
+    stages = [json.loads(said)["stage"] for said in out["contamination"][:2]]
+    assert stages == ["semantic+rule", "semantic+judge"]
+    said = json.loads(out["contamination"][1])
+    assert said["exam_item"] == ADVERTISING and said["similarity"] == 0.75 and said["rule_score"] < RULE_SHARE
+    no = semantic_decontaminate(frame, nearest, 0.6, judge=lambda p: pl.Series([False] * p.height),
+                                judge_similarity=0.7)
+    assert no.sort("id")["reason"].to_list() == ["decontamination:semantic", None, None]

@@ -11,12 +11,13 @@ the sources in fixed proportions, held exactly over the run. Both positions can 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from trainers import atomic
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -30,29 +31,31 @@ def pack(
     split: str,
     batch_size: int = 256,
 ) -> dict:
-    """Tokenize documents, append EOS to each and write them as one flat shard."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Tokenize documents, append EOS to each and write them as one flat shard (whole or absent)."""
     dtype = token_dtype(len(tokenizer))
     eos = tokenizer.eos_token_id
     path = out_dir / f"{split}.bin"
     documents = list(documents)
     count = 0
-    with path.open("wb") as shard:
-        for start in range(0, len(documents), batch_size):
-            encoded = tokenizer(documents[start : start + batch_size], add_special_tokens=False)
-            for ids in encoded["input_ids"]:
-                array = np.asarray(ids + [eos], dtype=dtype)
-                shard.write(array.tobytes())
-                count += array.size
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with tmp.open("wb") as shard:
+            for start in range(0, len(documents), batch_size):
+                encoded = tokenizer(documents[start : start + batch_size], add_special_tokens=False)
+                for ids in encoded["input_ids"]:
+                    array = np.asarray(ids + [eos], dtype=dtype)
+                    shard.write(array.tobytes())
+                    count += array.size
+
+    atomic.write_file(path, write, f"the token shard {split}")
     return {"path": path.name, "tokens": count, "documents": len(documents)}
 
 
 def write_meta(out_dir: Path, tokenizer_dir: str, vocab_size: int, eos: int, bos: int, shards: dict) -> None:
     meta = {"tokenizer": tokenizer_dir, "vocab_size": vocab_size, "eos_token_id": eos,
             "bos_token_id": bos, "dtype": token_dtype(vocab_size).name, "shards": shards}  # fmt: skip
-    tmp = out_dir / f".meta.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out_dir / "meta.json")  # a reader sees the old meta or the new, never half
+    atomic.write_json(out_dir / "meta.json", meta, "the token shards' meta.json")  # the old meta or the new
 
 
 def read_meta(data_dir: Path) -> dict:

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainers import atomic
 from trainers.config import TrainConfig, chosen_precision, read_config
 
 
@@ -410,7 +410,13 @@ def save_checkpoint(run: Run, step: int) -> None:
     import torch
 
     client = {"step": step, "data": run.mixture.state_dict(), "torch_rng": torch.get_rng_state()}
-    run.engine.save_checkpoint(str(run.checkpoints), tag=f"step{step}", client_state=client)
+    tag = f"step{step}"
+    # DeepSpeed truncates and rewrites `latest` in place (a kill there leaves it empty): it is
+    # written here instead, after every rank's files (DeepSpeed's closing barrier), on disk and whole
+    run.engine.save_checkpoint(str(run.checkpoints), tag=tag, client_state=client, save_latest=False)
+    if run.rank == 0:
+        atomic.fsync_tree(run.checkpoints / tag)
+        atomic.write_text(run.checkpoints / "latest", tag, "the latest checkpoint's name")
 
 
 def resume(run: Run) -> int:
@@ -427,10 +433,17 @@ def resume(run: Run) -> int:
     torch.set_rng_state(client["torch_rng"])
     step = client["step"]
     if run.rank == 0 and run.metrics_path.is_file():
-        lines = run.metrics_path.read_text().splitlines()
-        kept = [line for line in lines if json.loads(line)["step"] <= step]
-        run.metrics_path.write_text("".join(line + "\n" for line in kept))
+        kept = [line for line in run.metrics_path.read_text().splitlines() if _logged_by(line, step)]
+        atomic.write_text(run.metrics_path, "".join(line + "\n" for line in kept), "the training metrics")
     return step
+
+
+def _logged_by(line: str, step: int) -> bool:
+    """A metrics line of a step up to `step`; a line torn by a kill mid-write is not kept."""
+    try:
+        return json.loads(line)["step"] <= step
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def export(run: Run) -> Path:
@@ -447,12 +460,14 @@ def export(run: Run) -> Path:
         if run.rank == 0:
             dtype = torch.bfloat16 if run.on_gpu else torch.float32
             state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
-            if out.exists():
-                shutil.rmtree(out)
             model.config.dtype = dtype  # what from_pretrained will load it as
             model.config.use_cache = True
-            model.save_pretrained(out, state_dict=state, safe_serialization=True)
-            AutoTokenizer.from_pretrained(run.meta["tokenizer"]).save_pretrained(out)
+
+            def fill(folder: Path) -> None:
+                model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+                AutoTokenizer.from_pretrained(run.meta["tokenizer"]).save_pretrained(folder)
+
+            atomic.write_folder(out, fill, "the trained model")  # the old model stays until the new one is whole
     return out
 
 
@@ -502,7 +517,7 @@ def train(cfg: TrainConfig) -> dict:
             "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if run.on_gpu else None,
         }
         if run.rank == 0:
-            (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            atomic.write_json(run.out_dir / "summary.json", summary, "the training summary")
         report.finish(summary)
     return summary
 

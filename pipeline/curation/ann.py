@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import atomic
+from trainers import atomic
 
 CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH = 16, 128, 128
 SCALARS = "bf16"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import atomic
+from trainers import atomic
 
 
 @dataclass

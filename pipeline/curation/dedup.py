@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import atomic
 from pipeline.curation import minhash
 from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.rows import KEPT, reject
+from trainers import atomic
 
 log = logging.getLogger("schoolhouse.dedup")
 

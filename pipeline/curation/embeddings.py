@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import atomic
 from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.progress import Progress
 from pipeline.settings import SemanticSettings
+from trainers import atomic
 
 log = logging.getLogger("schoolhouse.embeddings")
 

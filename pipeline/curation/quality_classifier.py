@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import atomic
 from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.curation.embeddings import EmbeddingStore, row_vectors
+from trainers import atomic
 
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))
 MIN_LABELS = 8  # fewer cannot be split into held-out folds worth reporting

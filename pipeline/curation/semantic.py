@@ -11,9 +11,11 @@ too much text to be evidence by itself, so for such items the passage must also 
 answer (a marketing lesson names "advertising"); what a leak carries and a lesson does not is the
 question, so the rule counts a candidate as a leak only when the passage also holds `RULE_SHARE`
 of the question's words, each weighted by its rarity among MMLU questions (IDF): "which of the
-following" weighs almost nothing, "wrongdoing" or a name almost everything. A judge, when given,
-decides the pairs the rule keeps. HumanEval is left to the code n-gram check (renamed
-identifiers), since a different exercise on the same task is close in meaning and not a copy.
+following" weighs almost nothing, "wrongdoing" or a name almost everything. A judge, when
+given (the teacher: `pipeline.curation.contamination_judge`), either confirms the rule's pairs or
+decides the close candidates the rule passes over (`semantic_decontaminate`). HumanEval is left to
+the code n-gram check (renamed identifiers), since a different exercise on the same task is close
+in meaning and not a copy.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ BARE_ANSWER_SIMILARITY = 0.70
 # tuning half and loses none of its verbatim or light leaks; the held-out half confirms it.
 RULE_SHARE = 0.75
 
-# Decides the (passage, item) pairs the rule kept: given their frame (id, passage, exam_item,
-# similarity, score), which of them are leaks. The seam for a judge model after the cheap rule.
+# Decides (passage, item) pairs: given their frame (id, passage, exam_item, similarity, score),
+# which of them are leaks. The seam for a judge model beside the cheap rule.
 Judge = Callable[[pl.DataFrame], pl.Series]
 
 NEAREST_SCHEMA = {"id": pl.String, "exam_item": pl.String, "similarity": pl.Float32, "score": pl.Float32,
@@ -141,24 +143,36 @@ class SemanticExamIndex:
 
 
 def semantic_decontaminate(frame: pl.DataFrame, nearest: pl.DataFrame, threshold: float,
-                           rule: float = RULE_SHARE, judge: Judge | None = None) -> pl.DataFrame:  # fmt: skip
-    """Kept rows with a candidate pair at least `threshold` similar whose rule score is at least
-    `rule` (and that `judge`, when given, calls a leak) are rejected with reason
-    `decontamination:semantic`, `contamination` naming the item, the similarity, the score and the
-    stage that decided (`semantic` with the rule off, `semantic+rule`, `semantic+rule+judge`)."""
-    pairs = nearest.filter(pl.col("passage").is_not_null() & (pl.col("similarity") >= threshold)
-                           & (pl.col("score") >= rule))  # fmt: skip
+                           rule: float = RULE_SHARE, judge: Judge | None = None,
+                           judge_similarity: float | None = None) -> pl.DataFrame:  # fmt: skip
+    """Kept rows with a leak among their candidate pairs (at least `threshold` similar) are rejected
+    with reason `decontamination:semantic`, `contamination` naming the item, the similarity, the
+    rule's score and the stage that decided. A pair is a leak when its rule score is at least `rule`
+    (stage `semantic+rule`; `semantic` with the rule off) and, with a `judge`:
+    - `judge_similarity` None: the judge confirms the rule's pairs (`semantic+rule+judge`);
+    - a number: the rule's pairs stay leaks, and the judge decides the candidates the rule passes
+      over that are at least `judge_similarity` similar, of rows the rule does not flag
+      (`semantic+judge`)."""
+    candidates = nearest.filter(pl.col("passage").is_not_null() & (pl.col("similarity") >= threshold))
+    ruled = candidates.filter(pl.col("score") >= rule)
     stage = "semantic+rule" if rule > 0 else "semantic"
-    if judge is not None:
-        pairs, stage = pairs.filter(judge(pairs)) if pairs.height else pairs, stage + "+judge"
-    hits = (pairs.sort("similarity", descending=True).group_by("id", maintain_order=True).first()
-            .select("id", _item="exam_item", _sim="similarity", _score="score"))  # fmt: skip
+    if judge is not None and judge_similarity is None:
+        ruled, stage = ruled.filter(judge(ruled)) if ruled.height else ruled, stage + "+judge"
+    pairs = ruled.with_columns(_stage=pl.lit(stage), _order=pl.lit(0))
+    if judge is not None and judge_similarity is not None:
+        asked = candidates.filter((pl.col("score") < rule) & (pl.col("similarity") >= judge_similarity)
+                                  & ~pl.col("id").is_in(ruled["id"].implode()))  # fmt: skip
+        judged = asked.filter(judge(asked)) if asked.height else asked
+        pairs = pl.concat([pairs, judged.with_columns(_stage=pl.lit("semantic+judge"), _order=pl.lit(1))])
+    hits = (pairs.sort("_order", "similarity", descending=[False, True]).group_by("id", maintain_order=True).first()
+            .select("id", "_stage", _item="exam_item", _sim="similarity", _score="score"))  # fmt: skip
     frame = frame.join(hits, on="id", how="left", maintain_order="left")
     hit = KEPT & pl.col("_item").is_not_null()
     said = pl.format('{{"exam_item": "{}", "similarity": {}, "rule_score": {}, "stage": "{}"}}',
-                     pl.col("_item"), pl.col("_sim").round(3), pl.col("_score").round(3), pl.lit(stage))  # fmt: skip
+                     pl.col("_item"), pl.col("_sim").round(3), pl.col("_score").round(3), pl.col("_stage"))  # fmt: skip
     frame = frame.with_columns(contamination=pl.when(hit).then(said).otherwise(pl.col("contamination")))
-    return reject(frame, pl.when(hit).then(pl.lit("decontamination:semantic"))).drop("_item", "_sim", "_score")
+    return reject(frame, pl.when(hit).then(pl.lit("decontamination:semantic"))).drop("_item", "_sim", "_score",
+                                                                                      "_stage")
 
 
 def nearest_exam_items(store: EmbeddingStore, frame: pl.DataFrame) -> pl.DataFrame:

@@ -26,12 +26,12 @@ import numba
 import numpy as np
 import polars as pl
 
-from pipeline import atomic
 from pipeline.curation.ann import VectorIndex
 from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.curation.embeddings import EmbeddingStore, row_vectors
 from pipeline.generation.diversity import embedding_diversity
 from pipeline.rows import KEPT, reject
+from trainers import atomic
 
 log = logging.getLogger("schoolhouse.semantic_dedup")
 

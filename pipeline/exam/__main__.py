@@ -11,8 +11,8 @@ import json
 import logging
 import time
 
-from pipeline import atomic
 from pipeline.settings import ConfigError, resolve
+from trainers import atomic
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:

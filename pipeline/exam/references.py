@@ -9,12 +9,12 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import atomic
 from pipeline.exam.models import load_model
 from pipeline.exam.scores import forgetting, overall_delta, summarize
 from pipeline.exam.sitting import multiple_choice
 from pipeline.settings import Settings
 from pipeline.teacher.weights import EMBEDDED_TEACHER_NAME, embedded_teacher
+from trainers import atomic
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from pipeline import atomic
+from trainers import atomic
 
 
 def read_journal(path: Path) -> dict[str, dict]:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import atomic
+from trainers import atomic
 
 _CHUNK = 65_536  # candidates drawn at once
 _PERMUTE_BELOW = 4_000_000  # spaces up to this size are walked as a full permutation (exhaustible exactly)

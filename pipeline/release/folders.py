@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 from huggingface_hub import ModelCard
 
-from pipeline import atomic
 from pipeline.release.cards import dataset_card
 from pipeline.rows import KEPT
+from trainers import atomic
 
 
 def build_model_folder(model_dir: Path, card: ModelCard, out: Path) -> Path:

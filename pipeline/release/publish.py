@@ -12,7 +12,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from pipeline import atomic
+from trainers import atomic
 
 log = logging.getLogger("schoolhouse.release")
 

@@ -12,8 +12,8 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline import atomic
 from pipeline.paths import artifact_home
+from trainers import atomic
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import atomic
 from pipeline.rows import KEPT
 from pipeline.settings import TrainingSettings
 from pipeline.training.replay import heldout_split, replay_documents
+from trainers import atomic
 from trainers.data import pack, read_meta, write_meta
 
 log = logging.getLogger("schoolhouse.training_mix")

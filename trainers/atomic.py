@@ -61,7 +61,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
+    """Every file under `folder`, and the folders, on disk (before a name points at them)."""
     for root, _, files in os.walk(folder):
         for name in files:
             _fsync(Path(root) / name)
@@ -124,7 +125,7 @@ def write_folder(target: Path | str, fill: Callable[[Path], object], what: str =
         _remove_stale(target)
         tmp.mkdir()
         fill(tmp)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         old = temporary_name(target) if target.exists() else None
         if old is not None:
             os.replace(target, old)
