@@ -2,10 +2,11 @@
 was never interrupted: `make chaos` (every step, both ways of dying), or a few points in
 tests/test_chaos.py.
 
-Each point starts from the uninterrupted run's journals (the teacher's answers and grades, so it
-asks nothing new; the generation points start from none and ask again), runs the chain's commands
-for one text batch (`schoolhouse generate`, `curate`, and, when a step of theirs is among the
-points, `train`, `exam`, `release`), and SIGKILLs, a seeded delay after the step starts, either the
+The chain is one text batch's commands: `schoolhouse generate`, `curate`, and, when a step of
+theirs is among the points, `train`, `exam`, `release`. Each point starts from the uninterrupted
+run's state folder as it was before the command it kills in, with all its journals (the teacher's
+answers and grades, so it asks nothing new; the generation points start from nothing and ask
+again), runs that command and SIGKILLs, a seeded delay after the step starts, either the
 whole command (its session: the command, the run, every step process) or the step's own process.
 Then the killed command and the rest of the chain run again and, from outside, the harness checks:
 - the kept rows equal the uninterrupted run's, row for row, the token shards byte for byte, the
@@ -200,32 +201,37 @@ def chain_for(steps: list[str]) -> tuple[str, ...]:
 
 
 def reference(work: Path, teacher_url: str, chain: tuple[str, ...] = ("generate", "curate")) -> Path:
-    """The uninterrupted run of `chain` (kept between invocations: a chain's commands that already
-    ran are not run again)."""
+    """The uninterrupted run of `chain`, with a copy of its state folder after each command
+    (`after-<command>`, where a later kill point starts from). Kept between invocations: the
+    commands that already ran are not run again."""
     home = work / "uninterrupted"
-    done = home / "chain.json"
+    done = work / "uninterrupted.json"
     ran = tuple(json.loads(done.read_text())) if done.exists() else ()
     if ran != chain[: len(ran)]:
-        shutil.rmtree(home, ignore_errors=True)
+        for stale in [home, *work.glob("after-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
         ran = ()
     for stage in chain[len(ran) :]:
         run_to_end(stage, home, teacher_url)
-    done.write_text(json.dumps(chain))
+        shutil.rmtree(work / f"after-{stage}", ignore_errors=True)
+        shutil.copytree(home, work / f"after-{stage}", symlinks=True)
+        done.write_text(json.dumps(chain[: chain.index(stage) + 1]))
     return home
 
 
 def one_point(work: Path, teacher_url: str, step: str, target: str, delay_s: float, expected: dict,
               chain: tuple[str, ...] = ("generate", "curate")) -> Outcome:  # fmt: skip
-    """Run `chain` on a fresh folder, SIGKILL `target` `delay_s` after `step` starts, run the killed
-    command and the rest of the chain again, and compare with the uninterrupted run."""
+    """From the uninterrupted run's state before `step`'s command, run that command and SIGKILL
+    `target` `delay_s` after `step` starts, run it and the rest of `chain` again, and compare with
+    the uninterrupted run."""
     home = work / f"{step}-{target}-{delay_s:.2f}"
     shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
-    if step != "generations":  # the teacher's answers and grades so far: nothing is asked again
-        shutil.copytree(work / "uninterrupted" / "journals", home / "journals")
     stage = stage_of(step)
-    for before in chain[: chain.index(stage)]:
-        run_to_end(before, home, teacher_url)
+    if stage != chain[0]:  # the uninterrupted run's state after the command before this one
+        shutil.copytree(work / f"after-{chain[chain.index(stage) - 1]}", home, symlinks=True)
+    home.mkdir(parents=True, exist_ok=True)
+    if step != "generations":  # the teacher's answers and grades: nothing is asked again
+        shutil.copytree(work / "uninterrupted" / "journals", home / "journals", dirs_exist_ok=True)
     killed, alive = kill_inside(stage, home, teacher_url, step, target, delay_s)
     divergences = [f"process {pid} of the killed command still running" for pid in alive]
     for pid in alive:

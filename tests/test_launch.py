@@ -1,7 +1,6 @@
 """Starting and stopping the trainer as a whole, and the replay source for continued pre-training."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -51,7 +50,7 @@ def test_stopping_the_launcher_stops_the_trainer(tmp_path, how):
     # everything it starts if dispositions were inherited.
     ignore = (lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)) if "ignored" in how else None
     launcher = subprocess.Popen([sys.executable, "-m", "trainers.launch", "--config", str(config)],
-                                env={**os.environ, "MASTER_PORT": "29811"}, stderr=subprocess.PIPE,
+                                stderr=subprocess.PIPE,
                                 preexec_fn=ignore)  # fmt: skip
     metrics = tmp_path / "out" / "metrics.jsonl"
     deadline = time.monotonic() + 300

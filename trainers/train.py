@@ -93,21 +93,18 @@ def reporter(rank: int):
         yield Reporter(None, rank)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _distributed_defaults() -> None:
-    """One process started alone (not by the deepspeed launcher): a group of one on a free port,
-    so that two runs on one machine (two arms, a test beside a demo) never meet on the same port."""
-    if "MASTER_PORT" not in os.environ:
-        os.environ["MASTER_PORT"] = str(_free_port())
+def _group_of_one(backend: str) -> None:
+    """One process started alone (not by the deepspeed launcher): a process group of one over an
+    in-memory store, with no port at all. A free port picked here would be released before the
+    group binds it, and another run on the machine (two arms, a test beside a demo, a vLLM server)
+    could take it in between (EADDRINUSE)."""
+    alone = "MASTER_PORT" not in os.environ and os.environ.get("WORLD_SIZE", "1") == "1"
     for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
+    import torch.distributed as dist
+
+    if alone and not dist.is_initialized():  # else the launcher's ranks meet at its address
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
 def deepspeed_config(cfg: TrainConfig, on_gpu: bool, precision: str) -> dict:
@@ -241,8 +238,9 @@ def setup(cfg: TrainConfig) -> Run:
         raise ValueError("training config: data_dir and out_dir are required")
     import torch
 
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    _distributed_defaults()
+    on_gpu = torch.cuda.is_available()
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if on_gpu else "cpu")
+    _group_of_one("nccl" if on_gpu else "gloo")
     world = int(os.environ["WORLD_SIZE"])
     _prepare_op_builds()
     import deepspeed
@@ -250,7 +248,6 @@ def setup(cfg: TrainConfig) -> Run:
     from trainers.data import Mixture, read_meta
     from trainers.model import parameter_count
 
-    on_gpu = torch.cuda.is_available()
     precision, why = chosen_precision(cfg.precision, on_gpu)
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     random.seed(cfg.seed)
