@@ -50,7 +50,8 @@ DATE, DOMAIN = "2026-11-23", "text"
 # one small batch, a student trained 30 steps with a checkpoint every 10, a short exam
 SETS = ["--set", "generation.samples_per_domain=8", "--set", "generation.max_tokens=256",
         "--set", "curation.quality.sample=3",
-        "--set", "training.max_steps=30", "--set", "training.checkpoint_every=10", "--set", "training.log_every=5",
+        "--set", "training.mixture={text: 1.0}", "--set", "training.max_steps=30",
+        "--set", "training.checkpoint_every=10", "--set", "training.log_every=5",
         "--set", "exam.mmlu_limit=20", "--set", "exam.humaneval_limit=2", "--set", "exam.humaneval_samples=1",
         "--set", "exam.task_limit=5", "--set", "exam.compare_with=[]"]  # fmt: skip
 # the commands of the chain in order, each with the steps killed inside it
