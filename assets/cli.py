@@ -148,16 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("schoolhouse").setLevel(logging.INFO)  # ours; the libraries' INFO lines are noise here
-    _dagster_home()
     if args.command == "ui":
+        _dagster_home()
         dagster = str(Path(sys.executable).with_name("dagster"))  # this environment's, activated or not
         os.execv(dagster, [dagster, "dev", "-m", "assets.definitions", "--port", str(args.port)])
     try:
         overrides = {"profile": args.profile, **parse_sets(args.sets)}
         settings = resolve(args.profile, overrides)
-    except ConfigError as error:
+    except ConfigError as error:  # before anything is written, the instance included
         print(f"schoolhouse: {error}", file=sys.stderr)
         return 2
+    _dagster_home()
     if args.command == "doctor":
         return doctor(settings)
     return launch_command(args, overrides)
