@@ -14,10 +14,20 @@ from assets.partitions import ARMS, ARMS_TO_EXPERIMENT, EXPERIMENT_TO_ARMS, EXPE
 from assets.resources import GPU_STEP_TAGS, Schoolhouse
 from assets.training import run_trainer, student_tokenizer_dir
 from pipeline.experiments.data import build_experiment_data, heldout_dir
-from pipeline.experiments.declaration import experiments, split_arm_key
-from pipeline.experiments.evaluate import SCHEMA, evaluate
+from pipeline.experiments.declaration import SELF_REPLAY, Experiment, experiments, split_arm_key
+from pipeline.experiments.evaluate import SCHEMA, evaluate, heldout_slices
 from pipeline.experiments.report import START, compare, confound_lines, data_use, report_markdown, summary_lines
-from pipeline.experiments.runs import arm_config, experiment_dir, start_config, start_model, trains_a_start
+from pipeline.experiments.runs import (
+    arm_config,
+    experiment_dir,
+    experiment_training,
+    start_config,
+    start_model,
+    trains_a_start,
+)
+from pipeline.settings import ExamSettings
+from pipeline.teacher.serving import serving
+from pipeline.training.self_replay import replay_tokens, start_teacher, write_self_replay
 from trainers import atomic
 from trainers.data import read_meta
 
@@ -30,11 +40,36 @@ def _means(results: pl.DataFrame, prefix: str) -> dict[str, dg.MetadataValue]:
 
 
 def _evaluate(schoolhouse: Schoolhouse, model_dir: str, data_root: Path, arm: str, name: str) -> pl.DataFrame:
-    settings = schoolhouse.settings
-    results = evaluate(model_dir, heldout_dir(data_root, experiments()[name]), settings.exam,
-                       settings.curation.sandbox.mode, settings.training.seq_len,
-                       settings.experiments.heldout_windows)  # fmt: skip
+    """The model's exam (the experiment's exam settings over the profile's) and held-out losses, at
+    the experiment's seq_len."""
+    settings, experiment = schoolhouse.settings, experiments()[name]
+    exam = ExamSettings.model_validate({**settings.exam.model_dump(), **experiment.exam})
+    results = evaluate(model_dir, heldout_slices(data_root, experiment), exam, settings.curation.sandbox.mode,
+                       experiment_training(settings, experiment).seq_len, settings.experiments.heldout_windows,
+                       experiment.humaneval, experiment.fixed_set_documents)  # fmt: skip
     return results.select(pl.lit(arm).alias("arm"), *SCHEMA)
+
+
+def _self_replay(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, experiment: Experiment,
+                 data_root: Path) -> dict[str, str]:  # fmt: skip
+    """The start's own documents for the arms on `self-replay`, written through vLLM (the
+    configured teacher when it serves the start, else a managed server on the start), journaled,
+    sized to the largest replay share of their budget: {"self-replay": documents.parquet}."""
+    if not experiment.self_replay_arms:
+        return {}
+    settings = schoolhouse.settings
+    start = start_model(settings, experiment)
+    if not start or not Path(start).exists():
+        raise ValueError(f"experiment {experiment.name}: self-replay needs a start that exists (training.init_from, "
+                         f"or `pretrained`); got {start!r}")  # fmt: skip
+    tokens = max(replay_tokens(arm_config(settings, experiment, arm, data_root)) for arm in experiment.self_replay_arms)
+    teacher = start_teacher(settings.teacher, start)
+    log_path = schoolhouse.path("logs", f"vllm-self-replay-{experiment.name}.log")
+    path = write_self_replay(experiment_dir(experiment.name) / SELF_REPLAY, experiment.self_replay, start, tokens,
+                             experiment_training(settings, experiment).heldout_fraction,
+                             lambda: serving(teacher, log_path=log_path))  # fmt: skip
+    context.log.info(f"self-replay documents of {start}: {path}")
+    return {SELF_REPLAY: str(path)}
 
 
 # every batch curated so far feeds each experiment
@@ -44,12 +79,15 @@ def experiment_data(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
                     decontaminated: pl.DataFrame) -> dg.Output[Path]:  # fmt: skip
     """Token folders for the rows the arms train on (every batch so far, read whole: an
     experiment's corpus is small): `curated` (the kept rows) and, when an arm
-    asks, `raw` (every generated row, rejected ones included); both hold the same clean held-out
-    slices, so every arm is scored on the same windows."""
+    asks, `raw` (every generated row, rejected ones included), and for an arm with a replay source
+    of its own its rows with that source (`self-replay`: documents the start writes here, through
+    vLLM); all hold the same clean held-out slices of the rows, so every arm is scored on the
+    same windows."""
     experiment = experiments()[context.partition_key]
     root = experiment_dir(experiment.name) / "data"
+    replay_paths = _self_replay(context, schoolhouse, experiment, root)
     shards = build_experiment_data(decontaminated, experiment, schoolhouse.settings,
-                                   student_tokenizer_dir(schoolhouse), root)  # fmt: skip
+                                   student_tokenizer_dir(schoolhouse), root, replay_paths)  # fmt: skip
     metadata = {f"{kind}/{shard}_tokens": info["tokens"] for kind, by_shard in shards.items()
                 for shard, info in by_shard.items()}  # fmt: skip
     return dg.Output(root, metadata=metadata)
@@ -62,7 +100,8 @@ def experiment_start(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse
                      experiment_data: Path) -> dg.Output[pl.DataFrame]:  # fmt: skip
     """The checkpoint the arms continue from: trained here on the experiment's `start` overrides
     (a tiny Phi on the old data, so that there is something to forget), or `training.init_from`
-    when it names one; with its results on the exam and the held-out slices. Empty when the arms
+    when it names one (for a `pretrained` experiment, by default the embedded SmolLM2-135M); with
+    its results on the exam and the held-out slices. Empty when the arms
     start from scratch."""
     settings = schoolhouse.settings
     experiment = experiments()[context.partition_key]

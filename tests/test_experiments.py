@@ -67,6 +67,32 @@ def test_the_shipped_experiments_declare_what_the_issue_asks():
     assert {a: arm.training["mixture"].get("replay", 0) for a, arm in forgetting.arms.items()} == {
         "finetune": 0, "replay-5": 0.05, "replay-25": 0.25, "scratch": 0.5}  # fmt: skip
     assert forgetting.arms["scratch"].init == "scratch" and forgetting.reference_arm == "finetune"
+    pretrained = shipped["forgetting-pretrained"]
+    assert pretrained.pretrained and pretrained.start is None and (pretrained.old, pretrained.new) == ("wiki", "code")
+    assert {a: (arm.replay, arm.training["mixture"].get("replay", 0)) for a, arm in pretrained.arms.items()} == {
+        "finetune": ("", 0), "replay-wiki": ("wiki-vital", 0.25), "self-replay": ("self-replay", 0.25)}  # fmt: skip
+    assert pretrained.training["warmup_start_ratio"] == 0 and pretrained.training["schedule"] == "cosine"  # re-warmed
+    assert pretrained.exam["mmlu_limit"] >= 2000 and set(pretrained.exam["mmlu_tasks"]) == {"mmlu", "mmlu_continuation"}
+    assert not pretrained.uses_replay and pretrained.self_replay_arms == ["self-replay"]
+    assert sorted(pretrained.data_kinds) == ["curated", "curated-replay-self-replay", "curated-replay-wiki-vital"]
+
+
+def test_a_pretrained_experiment_starts_from_init_from_or_the_embedded_model_on_one_budget(artifact_home):
+    from pipeline.experiments.runs import start_model, trains_a_start
+    from pipeline.teacher.weights import embedded_teacher
+
+    pretrained = experiments("")["forgetting-pretrained"]
+    settings = resolve("experiments")
+    assert not trains_a_start(settings, pretrained) and start_model(settings, pretrained) == str(embedded_teacher())
+    named = resolve("experiments", {"training": {"init_from": "/models/phi-1_5"}})
+    assert start_model(named, pretrained) == "/models/phi-1_5"
+    runs = {arm: arm_config(settings, pretrained, arm, artifact_home / "data") for arm in pretrained.arms}
+    budget = pretrained.training
+    for arm, run in runs.items():  # the experiment's budget and schedule, not the profile's, for every arm
+        chosen = (run.max_steps, run.seq_len, run.micro_batch_size, run.lr)
+        assert chosen == (budget["max_steps"], budget["seq_len"], budget["micro_batch_size"], budget["lr"])
+        assert run.data_dir == str(artifact_home / "data" / pretrained.data_kind(arm))
+        assert run.init_from == str(embedded_teacher())
 
 
 @pytest.mark.parametrize(
@@ -81,6 +107,11 @@ def test_the_shipped_experiments_declare_what_the_issue_asks():
         ({"arms": {"a": {}, "b": {}}, "seed": 3}, r"seed = 3: Extra inputs are not permitted"),
         ({"arms": {"a": {}, "b": {"versus": "b"}}}, r"arms.b.versus = 'b': not one of the other arms"),
         ({"arms": {"a": {}, "b": {"passes": -1}}}, r"arms.b.passes = -1: .*greater than or equal to 0"),
+        ({"pretrained": True, "start": {}, "arms": {"a": {}, "b": {}}}, r"declare `start` or `pretrained`, not both"),
+        ({"arms": {"a": {}, "b": {"replay": "self-replay", "passes": 1}}}, r"arms.b.passes: an arm on self-replay"),
+        ({"exam": {"mmlu_items": 5}, "arms": {"a": {}, "b": {}}}, r"exam.mmlu_items: not an exam setting"),
+        ({"training": {"init_from": "x"}, "arms": {"a": {}, "b": {}}}, r"training.init_from: set by the experiment"),
+        ({"old": "books", "arms": {"a": {}, "b": {}}}, r"old = 'books': must be one of .*wiki, stdlib"),
     ],
 )
 def test_a_bad_declaration_fails_naming_the_file_and_field(tmp_path, declaration, message):
@@ -396,3 +427,54 @@ def test_an_experiment_trains_its_start_and_arms_and_reports_from_their_runs(art
     # both arms trained 4 steps x 4 sequences x 32 tokens on the curated rows; the passes say how often
     for arm in ("finetune", "replay"):
         assert f"- {arm} (curated rows): 512 tokens trained on " in markdown
+
+
+@pytest.mark.integration
+def test_the_pretrained_forgetting_experiment_runs_reduced_through_its_jobs(artifact_home, tmp_path, teacher_url):
+    """The shipped `forgetting-pretrained` on a few steps and items: the embedded SmolLM2 as the
+    start, its own documents written through vLLM, three arms, the report against finetune and
+    the start."""
+    shipped = yaml.safe_load((ROOT / "pipeline/experiments/declarations/forgetting-pretrained.yaml").read_text())
+    shipped["training"] |= {"seq_len": 32, "micro_batch_size": 2, "max_steps": 2, "warmup_steps": 1}
+    shipped |= {"exam": {"mmlu_limit": 4}, "fixed_set_documents": MIN_UNITS,
+                "self_replay": {**shipped["self_replay"], "max_tokens": 24, "heldout": 2}}  # fmt: skip
+    folder = tmp_path / "declared"
+    folder.mkdir()
+    (folder / "small.yaml").write_text(yaml.safe_dump(shipped))
+    _decontaminated(artifact_home)
+    config = {"profile": "experiments", "teacher": {"mode": "url", "urls": [teacher_url]},
+              "experiments": {"heldout_windows": 4, "resamples": 200}}  # fmt: skip
+    env = {**os.environ, "SCHOOLHOUSE_EXPERIMENTS": str(folder), "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "experiment_run.py"), "small", json.dumps(config)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["partition"] for r in runs] == ["small", "small.finetune", "small.replay-wiki", "small.self-replay",
+                                              "small"]  # fmt: skip
+
+    experiment = artifact_home / "experiments" / "small"
+    assert not (experiment / "start").exists()  # the pretrained start is not trained here
+    [documents] = (experiment / "self-replay").glob("*/documents.parquet")
+    written = pl.read_parquet(documents)
+    assert written.filter(pl.col("split") == "heldout").height >= 2 and written["text"].str.len_chars().min() > 0
+    data = experiment / "data"
+    assert json.loads((data / "curated-replay-self-replay" / "meta.json").read_text())["shards"]["valid-replay"][
+        "documents"] == written.filter(pl.col("split") == "heldout").height  # fmt: skip
+    for arm, mixture in (("finetune", {"code": 4}), ("replay-wiki", {"code": 3, "replay": 1}),
+                         ("self-replay", {"code": 3, "replay": 1})):  # fmt: skip
+        summary = json.loads((experiment / "arms" / arm / "summary.json").read_text())
+        run = json.loads((experiment / "arms" / arm / "run.json").read_text())
+        assert summary["steps"] == 2 and summary["mixture_sequences"] == mixture  # one budget
+        assert run["init_from"] == str(artifact_home / "teacher" / "SmolLM2-135M-Instruct") and run["seq_len"] == 32
+    report = pl.read_parquet(experiment / "report.parquet")
+    rows = {(r["arm"], r["metric"]): r for r in report.iter_rows(named=True)}
+    metrics = {"mmlu", "mmlu_continuation_norm", "heldout_loss_wiki", "heldout_loss_stdlib", "heldout_loss_code",
+               "heldout_loss_self-replay", "heldout_loss_wiki-vital", "progress_lost_wiki"}  # fmt: skip
+    assert metrics <= set(report["metric"])
+    assert "humaneval" not in set(report["metric"])
+    for arm in ("replay-wiki", "self-replay"):  # against finetune and against the start, on the same documents
+        wiki = rows[(arm, "heldout_loss_wiki")]
+        assert wiki["units"] == MIN_UNITS and wiki["reference"] == "finetune"
+        assert wiki["low_vs_reference"] is not None and wiki["low_vs_start"] is not None
+    assert rows[("finetune", "heldout_loss_wiki")]["low_vs_start"] is not None
+    assert rows[("finetune", "progress_lost_wiki")]["low"] is not None
