@@ -446,7 +446,7 @@ def test_the_pretrained_forgetting_experiment_runs_reduced_through_its_jobs(arti
               "experiments": {"heldout_windows": 4, "resamples": 200}}  # fmt: skip
     env = {**os.environ, "SCHOOLHOUSE_EXPERIMENTS": str(folder), "OMP_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "experiment_run.py"), "small", json.dumps(config)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     runs = json.loads(done.stdout.strip().splitlines()[-1])
     assert [r["partition"] for r in runs] == ["small", "small.finetune", "small.replay-wiki", "small.self-replay",
