@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS := '.[test,cpu]'
+EXTRAS := '.[test,cpu,cluster]'
 GET    := $(PIP) install --quiet --retries 10 --timeout 60 --resume-retries 20
 # $(call again,COMMAND): COMMAND, tried up to three times 20 s apart
 again   = for try in 1 2 3; do $(1) && break; [ $$try = 3 ] && exit 1; \

@@ -12,6 +12,7 @@ from assets.generation import journal_path
 from assets.metadata import bar_chart, preview, table
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import Schoolhouse
+from pipeline.cluster.engine import LocalEngine, RayEngine, blocks_by_node
 from pipeline.curation.contamination_judge import teacher_judge
 from pipeline.curation.curate import curate, yield_table
 from pipeline.curation.decontamination import decontaminate, exam_indexes, find_contamination_reference
@@ -39,6 +40,16 @@ def row_metadata(frame: pl.DataFrame, stage: str) -> dict:
     }
 
 
+def engine_metadata(engine: LocalEngine | RayEngine) -> dict:
+    """Where the step's per-row work ran: the engine and, on a cluster, the blocks each node ran."""
+    if isinstance(engine, LocalEngine):
+        return {"engine": "local"}
+    records = [{"what": r.what, "block": r.block, "rows": r.rows, "node": r.node[:12], "seconds": round(r.seconds, 2)}
+               for r in engine.records]  # fmt: skip
+    return {"engine": "ray", "blocks_by_node": dg.MetadataValue.json(blocks_by_node(engine.records)),
+            "blocks": table(pl.DataFrame(records)) if records else "none"}  # fmt: skip
+
+
 @dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)
 def curated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
             generations: pl.DataFrame) -> dg.Output[pl.DataFrame]:  # fmt: skip
@@ -46,8 +57,10 @@ def curated(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     cfg = schoolhouse.settings.curation
     if cfg.sandbox.mode == SandboxMode.unconfined:
         context.log.warning(UNCONFINED_WARNING)
-    frame = curate(generations, cfg)
-    return dg.Output(frame, metadata={**row_metadata(frame, "curation"), "sandbox": cfg.sandbox.mode})
+    engine = schoolhouse.engine()
+    frame = curate(generations, cfg, engine)
+    return dg.Output(frame, metadata={**row_metadata(frame, "curation"), "sandbox": cfg.sandbox.mode,
+                                      **engine_metadata(engine)})  # fmt: skip
 
 
 def later_batches(names: list[str]) -> dict:
@@ -69,13 +82,15 @@ def deduped(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     cfg = schoolhouse.settings.curation
     index = dedup_index(schoolhouse)
     _, domain = batch_parts(context.partition_key)
+    engine = schoolhouse.engine()
     with dedup_lock(index, domain):
         frame, stats = dedup_batch(curated, index, curated_texts(schoolhouse.path("tables", "curated")),
-                                   cfg.minhash.verify_jaccard)  # fmt: skip
+                                   cfg.minhash.verify_jaccard, engine)  # fmt: skip
     return dg.Output(frame, metadata={
         **row_metadata(frame, "dedup"), "earlier_batches": stats.earlier_batches,
         "earlier_rows_read": stats.earlier_rows_read, "signatures_computed": stats.signatures_computed,
         "exact_duplicates": stats.exact, "near_duplicates": stats.near, **later_batches(stats.later_batches),
+        **engine_metadata(engine),
     })  # fmt: skip
 
 
@@ -83,7 +98,8 @@ def deduped(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
 def embeddings(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, deduped: pl.DataFrame) -> dg.Output[Path]:
     """The batch's kept rows' passages embedded by meaning (`curation.semantic.embedding_model`), once: a
     row already stored is not embedded again. One Parquet file per batch (id, passage, vector)."""
-    store = embedding_store(schoolhouse)
+    engine = schoolhouse.engine()
+    store = embedding_store(schoolhouse, engine)
     started = time.perf_counter()
     kept = deduped.filter(KEPT).select("id", "batch", "text")
     vectors, embedded = store.update(kept)
@@ -92,12 +108,13 @@ def embeddings(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse, dedu
     return dg.Output(store.path(context.partition_key), metadata={
         "rows": vectors["id"].n_unique(), "passages": vectors.height, "rows_embedded_now": embedded,
         "rows_per_second": dg.MetadataValue.float(embedded / seconds if embedded else 0.0),
-        "model": store.embedder.name, "dimensions": store.embedder.dimensions,
+        "model": store.embedder.name, "dimensions": store.embedder.dimensions, **engine_metadata(engine),
     })  # fmt: skip
 
 
-def embedding_store(schoolhouse: Schoolhouse) -> EmbeddingStore:
-    return row_embedding_store(schoolhouse.path("embeddings", "rows"), schoolhouse.settings.curation.semantic)
+def embedding_store(schoolhouse: Schoolhouse, engine: LocalEngine | RayEngine | None = None) -> EmbeddingStore:
+    return row_embedding_store(schoolhouse.path("embeddings", "rows"), schoolhouse.settings.curation.semantic,
+                               engine)  # fmt: skip
 
 
 @dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)

@@ -11,6 +11,7 @@ from pipeline import settings as s
 from pipeline.paths import artifact_home, artifact_path
 
 if TYPE_CHECKING:
+    from pipeline.cluster.engine import LocalEngine, RayEngine
     from pipeline.release.publish import Published
 
 
@@ -90,6 +91,13 @@ class Schoolhouse(dg.ConfigurableResource):
         if self._settings is None:
             self._settings = self.resolve()
         return self._settings
+
+    def engine(self) -> "LocalEngine | RayEngine":
+        """Where this step's per-row work runs (`orchestration.engine`): here, or on the Ray
+        cluster at `orchestration.ray.address`, joined once per step process."""
+        from pipeline.cluster.engine import engine_for
+
+        return engine_for(self.settings.orchestration)
 
     def path(self, *parts: str) -> Path:
         return artifact_path(*parts)

@@ -421,6 +421,20 @@ class Executor(str, Enum):
     in_process = "in_process"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class RaySettings(_Settings):
+    """The Ray cluster a batch's per-row curation work is spread over (`orchestration.engine: ray`)."""
+
+    address: str = Field("auto", description="The cluster's GCS address (host:port), or 'auto' for the cluster "
+                         "this machine belongs to (`ray start` ran here).")  # fmt: skip
+    block_rows: int = Field(2000, ge=1, description="Rows per task: each block of a batch's rows is one Ray task.")
+    max_retries: int = Field(3, ge=0, description="Times a block is run again when the node running it dies.")
+
+
 class OrchestrationSettings(_Settings):
     """How a run's steps execute. The demo and `make experiments` build each run's executor from
     it; a run launched in the UI picks its executor in the launchpad (multiprocess by default)."""
@@ -434,6 +448,11 @@ class OrchestrationSettings(_Settings):
         "pool still holds GPU steps to one at a time.",
     )
     concurrent_batches: int = Field(2, ge=1, description="Batch runs (date x domain) the demo runs at once.")
+    engine: Engine = Field(
+        Engine.local, description="Where a batch's per-row curation work (rules, code tests, MinHash, embeddings) "
+        "runs: local, in the step's own processes; ray, in blocks over the cluster at `ray.address`.",
+    )
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 class Settings(_Settings):

@@ -10,14 +10,16 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import polars as pl
 
+from pipeline.cluster.engine import LocalEngine, RayEngine
 from pipeline.curation.exercises import exercise_program, sandbox_verdict
 from pipeline.curation.rules import document_reason, first_reason, table_rules
 from pipeline.progress import Progress
 from pipeline.rows import KEPT, reject
-from pipeline.sandbox.pool import Limits, run_many
+from pipeline.sandbox.pool import Limits, Outcome, SandboxMode, run_many
 from pipeline.settings import CurationSettings
 
 log = logging.getLogger("schoolhouse.curation")
@@ -46,11 +48,21 @@ def document_reasons(texts: list[str], settings: CurationSettings) -> list[str |
         return [reason for part in pool.map(_reasons, chunks, [settings] * len(chunks)) for reason in part]
 
 
-def apply_prose_rules(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
+def _rule_reasons(texts: list[str], settings: CurationSettings, engine: LocalEngine | RayEngine) -> list[str | None]:
+    if isinstance(engine, LocalEngine):
+        return document_reasons(texts, settings)
+    # on a cluster a block is one task on one core: Ray spreads the blocks, not a pool in each
+    return [reason for block in engine.map(partial(_reasons, settings=settings), texts, "prose rules")
+            for reason in block]  # fmt: skip
+
+
+def apply_prose_rules(frame: pl.DataFrame, settings: CurationSettings,
+                      engine: LocalEngine | RayEngine | None = None) -> pl.DataFrame:  # fmt: skip
     frame = reject(frame, pl.when(IS_TEXT).then(first_reason(table_rules(settings.gopher), "curation")))
     todo = frame.with_row_index("_row").filter(KEPT & IS_TEXT)
     reasons = [None] * frame.height
-    for row, reason in zip(todo["_row"], document_reasons(todo["text"].to_list(), settings), strict=True):
+    verdicts = _rule_reasons(todo["text"].to_list(), settings, engine or LocalEngine())
+    for row, reason in zip(todo["_row"], verdicts, strict=True):
         reasons[row] = f"curation:{reason}" if reason else None
     return reject(frame, pl.lit(pl.Series("document_reason", reasons, dtype=pl.String)))
 
@@ -59,8 +71,24 @@ def sandbox_limits(settings: CurationSettings) -> Limits:
     return Limits(wall_s=settings.sandbox.timeout_s, cpu_s=max(1, int(settings.sandbox.timeout_s)))
 
 
-def apply_code_tests(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
-    """Each kept code row's exercise runs its own tests, a sandbox per worker, all concurrently."""
+def _test_block(programs: list[str], limits: Limits, mode: SandboxMode) -> list[Outcome]:
+    return run_many(programs, limits, workers=1, mode=mode)  # a block is one task on one core of its node
+
+
+def _outcomes(programs: list[str], settings: CurationSettings, engine: LocalEngine | RayEngine) -> list[Outcome]:
+    limits = sandbox_limits(settings)
+    if isinstance(engine, RayEngine):  # each node runs its blocks in its own sandbox
+        blocks = engine.map(partial(_test_block, limits=limits, mode=settings.sandbox.mode), programs, "code tests")
+        return [outcome for block in blocks for outcome in block]
+    progress = Progress("code tests", len(programs), log)
+    return run_many(programs, limits, workers=settings.sandbox.workers, mode=settings.sandbox.mode,
+                    on_done=lambda _: progress.advance())  # fmt: skip
+
+
+def apply_code_tests(frame: pl.DataFrame, settings: CurationSettings,
+                     engine: LocalEngine | RayEngine | None = None) -> pl.DataFrame:  # fmt: skip
+    """Each kept code row's exercise runs its own tests, a sandbox per worker, all concurrently
+    (on a cluster, in blocks over its nodes)."""
     code_rows = frame.filter(KEPT & IS_CODE)
     if not code_rows.height:
         return frame
@@ -72,9 +100,7 @@ def apply_code_tests(frame: pl.DataFrame, settings: CurationSettings) -> pl.Data
             programs.append(program)
         else:
             found[row_id] = program
-    progress = Progress("code tests", len(programs), log)
-    outcomes = run_many(programs, sandbox_limits(settings), workers=settings.sandbox.workers,
-                        mode=settings.sandbox.mode, on_done=lambda _: progress.advance())  # fmt: skip
+    outcomes = _outcomes(programs, settings, engine or LocalEngine())
     found.update({row_id: sandbox_verdict(outcome) for row_id, outcome in zip(ids, outcomes, strict=True)})
     ids = list(found)
     reasons = [found[i][0] for i in ids]
@@ -89,8 +115,11 @@ def apply_code_tests(frame: pl.DataFrame, settings: CurationSettings) -> pl.Data
     )
 
 
-def curate(frame: pl.DataFrame, settings: CurationSettings) -> pl.DataFrame:
-    return apply_code_tests(apply_prose_rules(frame, settings), settings)
+def curate(frame: pl.DataFrame, settings: CurationSettings, engine: LocalEngine | RayEngine | None = None,
+           ) -> pl.DataFrame:  # fmt: skip
+    """The batch with every row's curation verdict; the per-row work runs on `engine` (default:
+    this machine)."""
+    return apply_code_tests(apply_prose_rules(frame, settings, engine), settings, engine)
 
 
 def yield_table(frame: pl.DataFrame) -> pl.DataFrame:

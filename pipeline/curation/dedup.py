@@ -24,11 +24,13 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from pipeline.cluster.engine import LocalEngine, RayEngine
 from pipeline.curation import minhash
 from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.rows import KEPT, reject
@@ -117,15 +119,23 @@ def _shares_a_band(keys: np.ndarray, bands: int) -> pl.Expr:
     )
 
 
+def signatures_on(engine: LocalEngine | RayEngine, texts: pl.Series, params: minhash.MinHashParams) -> np.ndarray:
+    """MinHash signatures of `texts`, computed in blocks on `engine` (a signature depends on its
+    text alone, so blocks give what one pass gives)."""
+    blocks = engine.map(partial(minhash.signatures, params=params), texts.to_list(), "minhash signatures")
+    return np.vstack(blocks) if blocks else np.zeros((0, params.permutations), np.uint32)
+
+
 def dedup_batch(frame: pl.DataFrame, index: DedupIndex, texts_of: TextsOf, verify_jaccard: float = 0.0,
-                ) -> tuple[pl.DataFrame, DedupStats]:  # fmt: skip
+                engine: LocalEngine | RayEngine | None = None) -> tuple[pl.DataFrame, DedupStats]:  # fmt: skip
     """Exact then near dedup of `frame` (one batch, or several of one domain at once) against the
     index's earlier batches of its domain; the frame's batches are then stored in the index.
     Rows keep their order; rejected ones name the row they repeat (`duplicate_of`,
     `near_duplicate_of`); `minhash_cluster` is the kept row each signed row belongs to."""
     domains = frame["domain"].unique().to_list()
     if len(domains) > 1:
-        parts = [dedup_batch(frame.filter(pl.col("domain") == d), index, texts_of, verify_jaccard) for d in domains]
+        parts = [dedup_batch(frame.filter(pl.col("domain") == d), index, texts_of, verify_jaccard, engine)
+                 for d in domains]  # fmt: skip
         stats = DedupStats()
         for _, s in parts:
             for name in ("earlier_batches", "earlier_rows_read", "signatures_computed", "exact", "near"):
@@ -151,7 +161,7 @@ def dedup_batch(frame: pl.DataFrame, index: DedupIndex, texts_of: TextsOf, verif
     stats.exact = int((frame["reason"] == "dedup:exact").sum())
 
     signed = frame.filter(KEPT).sort("batch", "id").select("id", "batch", "text", text_hash().alias("hash"))
-    keys = minhash.band_keys(minhash.signatures(signed["text"], index.params), index.params)
+    keys = minhash.band_keys(signatures_on(engine or LocalEngine(), signed["text"], index.params), index.params)
     stats.signatures_computed = signed.height
     before = _earlier_rows(scan, keys, index.params.bands)
     stats.earlier_rows_read = before.height

@@ -12,6 +12,7 @@ package (nothing is downloaded), or `teacher` for the embedded SmolLM2, or a mod
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import io
@@ -19,11 +20,13 @@ import json
 import logging
 import os
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from pipeline.cluster.engine import LocalEngine, RayEngine
 from pipeline.curation.batch_files import StampedBatchFiles
 from pipeline.progress import Progress
 from pipeline.settings import SemanticSettings
@@ -98,13 +101,34 @@ class Embedder:
         return out
 
 
+@functools.cache
+def _embedder(name: str, max_tokens: int, batch_size: int) -> Embedder:
+    return Embedder(name, max_tokens, batch_size)  # once per worker process of a cluster
+
+
+def embed_block(texts: list[str], name: str, max_tokens: int, batch_size: int) -> np.ndarray:
+    """Vectors of one block of passages, by the model this process keeps loaded."""
+    return _embedder(name, max_tokens, batch_size)(texts, f"a block of {len(texts)} passages")
+
+
 class EmbeddingStore(StampedBatchFiles):
     """Passage vectors of each batch's rows, one Parquet file per batch (id, passage, vector),
-    stamped with the model and passage size that made them: a change re-embeds, never mixes."""
+    stamped with the model and passage size that made them: a change re-embeds, never mixes.
+    The passages are embedded here, or in blocks over a cluster (`engine`)."""
 
-    def __init__(self, folder: Path, embedder: Embedder, passage_words: int):
+    def __init__(self, folder: Path, embedder: Embedder, passage_words: int,
+                 engine: LocalEngine | RayEngine | None = None):  # fmt: skip
         super().__init__(folder, {"model": embedder.identity, "passage_words": passage_words})
         self.embedder, self.passage_words = embedder, passage_words
+        self.engine = engine or LocalEngine()
+
+    def embed(self, texts: list[str], what: str) -> np.ndarray:
+        if isinstance(self.engine, LocalEngine):
+            return self.embedder(texts, what)
+        embedder = self.embedder
+        blocks = self.engine.map(partial(embed_block, name=embedder.name, max_tokens=embedder.max_tokens,
+                                         batch_size=embedder.batch_size), texts, f"embedding {what}")  # fmt: skip
+        return np.vstack(blocks) if blocks else np.zeros((0, embedder.dimensions), np.float32)
 
     def vectors_of(self, rows: pl.DataFrame) -> pl.DataFrame:
         """The passage vectors of `rows` (id, batch, text); a row not stored yet (a judged row that
@@ -122,7 +146,7 @@ class EmbeddingStore(StampedBatchFiles):
             if todo.height:
                 pieces = [(row_id, k, p) for row_id, text in zip(todo["id"], todo["text"], strict=True)
                           for k, p in enumerate(passages(text, self.passage_words))]  # fmt: skip
-                vectors = self.embedder([p for _, _, p in pieces], f"{todo.height} rows of {batch}")
+                vectors = self.embed([p for _, _, p in pieces], f"{todo.height} rows of {batch}")
                 new = pl.DataFrame({
                     "id": [r for r, _, _ in pieces], "passage": [k for _, k, _ in pieces],
                     "vector": pl.Series(vectors, dtype=pl.Array(pl.Float32, self.embedder.dimensions)),
@@ -137,9 +161,10 @@ class EmbeddingStore(StampedBatchFiles):
         return pl.concat(parts), embedded
 
 
-def row_embedding_store(folder: Path, settings: SemanticSettings) -> EmbeddingStore:
+def row_embedding_store(folder: Path, settings: SemanticSettings,
+                        engine: LocalEngine | RayEngine | None = None) -> EmbeddingStore:  # fmt: skip
     """The store of the kept rows' passage vectors, by `curation.semantic`'s model and passage size."""
-    return EmbeddingStore(folder, Embedder(settings.embedding_model), settings.passage_words)
+    return EmbeddingStore(folder, Embedder(settings.embedding_model), settings.passage_words, engine)
 
 
 def row_vectors(passage_vectors: pl.DataFrame) -> tuple[list[str], np.ndarray]:

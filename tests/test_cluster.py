@@ -1,0 +1,168 @@
+"""The Ray path on a real cluster: a head and two worker nodes, each a `ray start` process of its
+own (pipeline/cluster/local.py), a code batch curated through Dagster on it (rules, sandboxed code
+tests, MinHash, embeddings, in blocks), checked from outside against the single-machine path;
+then a worker killed mid-batch. Nothing may be left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.cluster.local import LocalCluster, session_processes
+from tests.test_curation import rows
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = "2026-11-20|code"
+TABLES = ("curated", "deduped")
+
+# Runs the batch's curation (curated -> deduped -> embeddings) as one Dagster run in a process of its
+# own (as a launched run would), printing {success, metadata of each asset}.
+RUN = """
+import json, sys
+import dagster as dg
+from assets.definitions import defs
+
+selection = dg.AssetSelection.assets("curated", "deduped", "embeddings")
+job = dg.define_asset_job("curate_batch", selection=selection).resolve(asset_graph=defs.resolve_asset_graph())
+result = job.execute_in_process(run_config={"resources": {"schoolhouse": {"config": json.loads(sys.argv[1])}}},
+                                instance=dg.DagsterInstance.ephemeral(), partition_key=sys.argv[2],
+                                raise_on_error=False)
+metadata = {}
+for event in result.all_events:
+    if event.event_type_value == "ASSET_MATERIALIZATION":
+        found = event.event_specific_data.materialization
+        metadata[found.asset_key.to_user_string()] = {k: v.value for k, v in found.metadata.items()
+                                                      if k in ("engine", "blocks_by_node", "rows")}
+print(json.dumps({"success": result.success, "metadata": metadata}))
+"""
+
+
+def exercise(k: int, broken: bool = False) -> str:
+    result = 2 * k + (1 if broken else 0)
+    return (f'### Function\n```python\ndef scale_{k}(x: int) -> int:\n    """{k} times x, for lesson {k}."""\n'
+            f"    return {k} * x\n```\n\n### Tests\n```python\nassert scale_{k}(2) == {result}\n"
+            f"assert scale_{k}(-1) == {-k}\n```\n")  # fmt: skip
+
+
+def code_batch() -> pl.DataFrame:
+    """18 exercises that pass their tests, 4 that fail them, 2 exact repeats."""
+    texts = [exercise(k) for k in range(18)] + [exercise(k, broken=True) for k in range(18, 22)]
+    texts += [texts[0], texts[5]]
+    made = datetime(2026, 11, 20, tzinfo=UTC)  # both runs read the same table
+    return rows(*[("code", text) for text in texts], batch=BATCH, prefix="c").with_columns(created_at=pl.lit(made))
+
+
+def stage(home: Path) -> None:
+    table = home / "tables" / "generations" / "2026-11-20" / "code.parquet"
+    table.parent.mkdir(parents=True)
+    code_batch().write_parquet(table)
+
+
+def run_batch(home: Path, config: dict) -> subprocess.Popen:
+    env = {**os.environ, "SCHOOLHOUSE_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", RUN, json.dumps(config), BATCH], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def finished(process: subprocess.Popen, timeout: float = 600) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-4000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def results(home: Path) -> dict:
+    tables = {name: pl.read_parquet(home / "tables" / name / "2026-11-20" / "code.parquet") for name in TABLES}
+    [vectors] = (home / "embeddings" / "rows").rglob("*.parquet")
+    tables["embeddings"] = pl.read_parquet(vectors).sort("id", "passage")
+    return tables
+
+
+def timeless(frame: pl.DataFrame) -> pl.DataFrame:
+    """The table without the sandbox's timings (how long a program ran is not a result)."""
+    return frame.with_columns(checks=pl.col("checks").str.replace(r', "seconds": [0-9.e-]+', ""))
+
+
+def assert_same(ray: dict, local: dict) -> None:
+    for name in TABLES:
+        assert timeless(ray[name]).equals(timeless(local[name])), name  # row for row, every column
+    assert ray["embeddings"].select("id", "passage").equals(local["embeddings"].select("id", "passage"))
+    np.testing.assert_allclose(np.stack(ray["embeddings"]["vector"].to_numpy()),
+                               np.stack(local["embeddings"]["vector"].to_numpy()), atol=1e-5)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def local_results(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("local") / "home"
+    stage(home)
+    report = finished(run_batch(home, {"profile": "demo"}))
+    assert report["success"] and report["metadata"]["curated"]["engine"] == "local"
+    found = results(home)
+    kept = found["deduped"].filter(pl.col("status") == "kept").height
+    reasons = found["deduped"]["reason"].to_list()
+    assert kept == 18 and sum(r.startswith("curation:") for r in reasons if r) == 4  # the broken four fail
+    assert sum(r == "dedup:exact" for r in reasons if r) == 2
+    return found
+
+
+@pytest.fixture
+def cluster():
+    with LocalCluster(workers=2, cpus_per_worker=1) as started:
+        yield started
+    assert started.processes() == [], "processes of the cluster left running"
+
+
+def ray_config(cluster: LocalCluster, block_rows: int) -> dict:
+    on_ray = {"engine": "ray", "ray": {"address": cluster.address, "block_rows": block_rows}}
+    return {"profile": "demo", "orchestration": on_ray}
+
+
+@pytest.mark.integration
+def test_a_batch_curated_on_a_three_node_cluster_equals_the_single_machine_path(cluster, local_results, tmp_path):
+    names = cluster.alive_nodes()
+    assert sorted(names.values()) == ["head", "worker_0", "worker_1"]
+    home = tmp_path / "home"
+    stage(home)
+    report = finished(run_batch(home, ray_config(cluster, block_rows=3)))
+    assert report["success"]
+    assert_same(results(home), local_results)
+    for asset in ("curated", "deduped", "embeddings"):
+        ran = report["metadata"][asset]
+        assert ran["engine"] == "ray"
+        by_node = {names[node]: blocks for node, blocks in ran["blocks_by_node"].items()}
+        assert set(by_node) == {"worker_0", "worker_1"}, (asset, by_node)  # both workers, never the head
+    # 24 programs tested in blocks of 3: 8 blocks
+    assert sum(report["metadata"]["curated"]["blocks_by_node"].values()) == 8
+
+
+@pytest.mark.integration
+def test_a_worker_killed_mid_batch_is_survived_with_nothing_lost_or_doubled(cluster, local_results, tmp_path):
+    import ray
+
+    names = {name: node for node, name in cluster.alive_nodes().items()}
+    home = tmp_path / "home"
+    stage(home)
+    run = run_batch(home, ray_config(cluster, block_rows=1))
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    try:  # kill worker_0 once the batch's blocks hold the cluster's CPUs
+        deadline = time.monotonic() + 300
+        while ray.available_resources().get("CPU", 0) >= 2 and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run.poll() is None, "the run ended before a block was seen running"
+        cluster.kill("worker_0")
+    finally:
+        ray.shutdown()
+    report = finished(run)
+    assert report["success"]
+    assert_same(results(home), local_results)  # nothing lost, nothing doubled
+    after = report["metadata"]["embeddings"]["blocks_by_node"]
+    assert set(after) == {names["worker_1"]}  # what came after the kill ran on the survivor
+    assert session_processes(cluster.nodes["worker_0"].pid) == []  # the killed node is gone, all of it
