@@ -108,8 +108,7 @@ def experiment_start(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse
     metadata: dict = {}
     if trains_a_start(settings, experiment):
         run = start_config(settings, experiment, experiment_data / experiment.row_kinds[0])
-        _, metadata = run_trainer(context, pipes_subprocess_client, run, settings.training.num_gpus,
-                                  settings.training.hostfile)  # fmt: skip
+        _, metadata = run_trainer(context, pipes_subprocess_client, run, settings)
     model = start_model(settings, experiment)
     if not model:
         return dg.Output(pl.DataFrame(schema=RESULTS_SCHEMA), metadata={"start": "none: the arms train from scratch"})
@@ -138,8 +137,7 @@ def experiment_arm(context: dg.AssetExecutionContext, schoolhouse: Schoolhouse,
     if run.init_from and not Path(run.init_from).exists():
         raise FileNotFoundError(f"arm {context.partition_key} continues from {run.init_from}, which does not "
                                 f"exist: materialize experiment_start for {name} first")  # fmt: skip
-    summary, metadata = run_trainer(context, pipes_subprocess_client, run, settings.training.num_gpus,
-                                    settings.training.hostfile)  # fmt: skip
+    summary, metadata = run_trainer(context, pipes_subprocess_client, run, settings)
     results = _evaluate(schoolhouse, summary["model_dir"], experiment_data, arm, name)
     tokens = summary["steps"] * run.sequences_per_step(max(1, run.num_gpus)) * run.seq_len
     return dg.Output(results, metadata={**metadata, "trained_tokens": tokens, "init_from": run.init_from or "scratch",

@@ -12,6 +12,7 @@ import polars as pl
 from assets.metadata import line_chart
 from assets.partitions import BATCHES, batch_parts
 from assets.resources import GPU_STEP_TAGS, Schoolhouse
+from pipeline.settings import Engine, Settings
 from pipeline.teacher.weights import embedded_teacher
 from pipeline.training.mix import assemble_mix, pack_batch
 from trainers import atomic
@@ -54,9 +55,22 @@ def training_mix(schoolhouse: Schoolhouse, token_shards: dict[str, Path]) -> dg.
     )
 
 
+def trainer_command(config_path: Path, settings: Settings) -> list[str]:
+    """This machine's launcher (`trainers.launch`: the trainer, or DeepSpeed's launcher over the
+    GPUs and a hostfile's nodes), or, with `orchestration.ray.train_nodes`, the run placed on that
+    many nodes of the Ray cluster (`pipeline.cluster.training`)."""
+    cfg, cluster = settings.training, settings.orchestration
+    if cluster.engine == Engine.ray and cluster.ray.train_nodes:
+        return [sys.executable, "-m", "pipeline.cluster.training", "--config", str(config_path),
+                "--address", cluster.ray.address, "--nodes", str(cluster.ray.train_nodes),
+                "--gpus-per-node", str(cfg.num_gpus)]  # fmt: skip
+    return [sys.executable, "-m", "trainers.launch", "--config", str(config_path), "--num-gpus", str(cfg.num_gpus),
+            "--hostfile", cfg.hostfile]  # fmt: skip
+
+
 def run_trainer(context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient, run: TrainConfig,
-                num_gpus: int, hostfile: str) -> tuple[dict, dict]:  # fmt: skip
-    """Train one run in its own process (`trainers.launch`, which stops the whole process group
+                settings: Settings) -> tuple[dict, dict]:  # fmt: skip
+    """Train one run in its own process (`trainer_command`, which stops the whole process group
     when the run is cancelled): (the trainer's summary, metadata with the loss curve)."""
     out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,9 +79,7 @@ def run_trainer(context: dg.AssetExecutionContext, client: dg.PipesSubprocessCli
         (out_dir / stale).unlink(missing_ok=True)
     config_path = out_dir / "run.json"
     atomic.write_text(config_path, run.model_dump_json(indent=2), "the training run's config")
-    command = [sys.executable, "-m", "trainers.launch", "--config", str(config_path),
-               "--num-gpus", str(num_gpus), "--hostfile", hostfile]  # fmt: skip
-    result = client.run(command=command, context=context).get_materialize_result()
+    result = client.run(command=trainer_command(config_path, settings), context=context).get_materialize_result()
     summary = json.loads((out_dir / "summary.json").read_text())
     metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     heldout = heldout_curves(metrics)
@@ -100,5 +112,5 @@ def student_model(
     which stops the whole process group when the run is cancelled), exported as an HF folder."""
     cfg = schoolhouse.settings.training
     run = cfg.train_config(data_dir=str(training_mix), out_dir=str(schoolhouse.path("student")))
-    summary, metadata = run_trainer(context, pipes_subprocess_client, run, cfg.num_gpus, cfg.hostfile)
+    summary, metadata = run_trainer(context, pipes_subprocess_client, run, schoolhouse.settings)
     return dg.Output(Path(summary["model_dir"]), metadata=metadata)

@@ -433,6 +433,8 @@ class RaySettings(_Settings):
                          "this machine belongs to (`ray start` ran here).")  # fmt: skip
     block_rows: int = Field(2000, ge=1, description="Rows per task: each block of a batch's rows is one Ray task.")
     max_retries: int = Field(3, ge=0, description="Times a block is run again when the node running it dies.")
+    train_nodes: int = Field(0, ge=0, description="Nodes of the cluster a training run is placed on, "
+                             "training.num_gpus ranks on each (0 = train on the machine that runs the step).")
 
 
 class OrchestrationSettings(_Settings):

@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.cluster.local import LocalCluster, session_processes
 from tests.test_curation import rows
+from tests.test_trainer import _losses, _run_trainer, packed  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = "2026-11-20|code"
@@ -166,3 +167,25 @@ def test_a_worker_killed_mid_batch_is_survived_with_nothing_lost_or_doubled(clus
     after = report["metadata"]["embeddings"]["blocks_by_node"]
     assert set(after) == {names["worker_1"]}  # what came after the kill ran on the survivor
     assert session_processes(cluster.nodes["worker_0"].pid) == []  # the killed node is gone, all of it
+
+
+@pytest.mark.integration
+def test_training_on_two_cluster_nodes_trains_what_one_process_with_the_same_global_batch_trains(packed, tmp_path):  # noqa: F811
+    from assets.training import trainer_command
+    from pipeline.settings import resolve
+
+    base = {"data_dir": str(packed), "seq_len": 64, "max_steps": 6, "warmup_steps": 2, "lr": 3e-3, "zero_stage": 2,
+            "log_every": 100, "precision": "fp32"}  # fmt: skip
+    one = _run_trainer({**base, "out_dir": str(tmp_path / "one"), "micro_batch_size": 8}, tmp_path, "one")
+    assert one.wait(timeout=600) == 0, one.stderr.read()[-3000:]
+    config = tmp_path / "two.json"
+    config.write_text(json.dumps({**base, "out_dir": str(tmp_path / "two"), "micro_batch_size": 4}))
+    with LocalCluster(workers=2, cpus_per_worker=1, env={"OMP_NUM_THREADS": "1"}) as cluster:
+        on_ray = {"engine": "ray", "ray": {"address": cluster.address, "train_nodes": 2}}
+        command = trainer_command(config, resolve("demo", {"orchestration": on_ray}))  # what the training step runs
+        assert command[:3] == [sys.executable, "-m", "pipeline.cluster.training"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)  # a rank on each worker node
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert cluster.processes() == []
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
+    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)
