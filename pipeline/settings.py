@@ -429,8 +429,9 @@ class Engine(str, Enum):
 class RaySettings(_Settings):
     """The Ray cluster a batch's per-row curation work is spread over (`orchestration.engine: ray`)."""
 
-    address: str = Field("auto", description="The cluster's GCS address (host:port), or 'auto' for the cluster "
-                         "this machine belongs to (`ray start` ran here).")  # fmt: skip
+    address: str = Field("auto", pattern=r"^(auto|[^\s:/]+:[0-9]+)$", description="The cluster's GCS address "
+                         "(host:port), or 'auto' for the cluster this machine belongs to (`ray start` ran "
+                         "here).")  # fmt: skip
     block_rows: int = Field(2000, ge=1, description="Rows per task: each block of a batch's rows is one Ray task.")
     max_retries: int = Field(3, ge=0, description="Times a block is run again when the node running it dies.")
     train_nodes: int = Field(0, ge=0, description="Nodes of the cluster a training run is placed on, "

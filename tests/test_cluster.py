@@ -189,3 +189,16 @@ def test_training_on_two_cluster_nodes_trains_what_one_process_with_the_same_glo
     assert cluster.processes() == []
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
     assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)
+
+
+def test_a_bad_or_dead_cluster_address_fails_in_seconds_naming_the_setting():
+    from pipeline.cluster.engine import RayEngine
+    from pipeline.settings import ConfigError, RaySettings, resolve
+    from pipeline.teacher.server import free_port
+
+    with pytest.raises(ConfigError, match=r"orchestration.ray.address = 'http://head'"):
+        resolve("demo", {"orchestration": {"engine": "ray", "ray": {"address": "http://head"}}})
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match=r"orchestration.ray.address = '127.0.0.1:\d+': no Ray cluster answers"):
+        RayEngine(RaySettings(address=f"127.0.0.1:{free_port()}"))  # nothing listens there
+    assert time.monotonic() - started < 15

@@ -12,6 +12,7 @@ the tables) stays with the step, on the machine that runs it.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -75,6 +76,7 @@ class RayEngine:
         import ray
 
         if not ray.is_initialized():
+            check_reachable(self.settings.address)
             ray.init(address=self.settings.address, namespace=NAMESPACE, log_to_driver=False,
                      configure_logging=False)  # fmt: skip
 
@@ -105,6 +107,20 @@ class RayEngine:
 
         return {n["NodeID"]: {"address": n["NodeManagerAddress"], "resources": n["Resources"]}
                 for n in ray.nodes() if n["Alive"]}  # fmt: skip
+
+
+def check_reachable(address: str, timeout_s: float = 10) -> None:
+    """Fail in seconds, naming the setting, when nothing listens at the cluster's address (Ray's
+    own client waits minutes before it gives up)."""
+    if address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConnectionError(f"orchestration.ray.address = {address!r}: no Ray cluster answers there ({error}); "
+                              "start one (`ray start --head`, or `python -m pipeline.cluster.local` to try it on "
+                              "this machine) or correct the address") from None  # fmt: skip
 
 
 def engine_for(settings: OrchestrationSettings) -> LocalEngine | RayEngine:
