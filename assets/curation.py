@@ -44,10 +44,13 @@ def engine_metadata(engine: LocalEngine | RayEngine) -> dict:
     """Where the step's per-row work ran: the engine and, on a cluster, the blocks each node ran."""
     if isinstance(engine, LocalEngine):
         return {"engine": "local"}
-    records = [{"what": r.what, "block": r.block, "rows": r.rows, "node": r.node[:12], "seconds": round(r.seconds, 2)}
-               for r in engine.records]  # fmt: skip
+    records = pl.DataFrame([{"work": r.what, "node": r.node[:12], "rows": r.rows, "seconds": r.seconds}
+                            for r in engine.records])  # fmt: skip
+    by_node = (records.group_by("work", "node", maintain_order=True)
+               .agg(blocks=pl.len(), rows=pl.col("rows").sum(), seconds=pl.col("seconds").sum().round(2))
+               if records.height else records)  # fmt: skip
     return {"engine": "ray", "blocks_by_node": dg.MetadataValue.json(blocks_by_node(engine.records)),
-            "blocks": table(pl.DataFrame(records)) if records else "none"}  # fmt: skip
+            "blocks": table(by_node) if by_node.height else "none"}  # fmt: skip
 
 
 @dg.asset(group_name="curation", kinds={"polars"}, partitions_def=BATCHES)

@@ -457,6 +457,13 @@ class OrchestrationSettings(_Settings):
     )
     ray: RaySettings = Field(default_factory=RaySettings)
 
+    @model_validator(mode="after")
+    def _train_nodes_on_ray(self) -> OrchestrationSettings:
+        if self.ray.train_nodes and self.engine != Engine.ray:
+            raise ValueError("orchestration.ray.train_nodes: set orchestration.engine to ray as well (training is "
+                             "placed on a Ray cluster's nodes only on the ray engine)")  # fmt: skip
+        return self
+
 
 class Settings(_Settings):
     profile: str

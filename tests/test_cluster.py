@@ -114,11 +114,24 @@ def local_results(tmp_path_factory) -> dict:
     return found
 
 
+def sandboxes() -> list[int]:
+    """Live bubblewrap sandboxes on this machine (a code test's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"bwrap" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 @pytest.fixture
 def cluster():
     with LocalCluster(workers=2, cpus_per_worker=1) as started:
         yield started
     assert started.processes() == [], "processes of the cluster left running"
+    assert sandboxes() == [], "a code test's sandbox left running"
 
 
 def ray_config(cluster: LocalCluster, block_rows: int) -> dict:
@@ -146,21 +159,16 @@ def test_a_batch_curated_on_a_three_node_cluster_equals_the_single_machine_path(
 
 @pytest.mark.integration
 def test_a_worker_killed_mid_batch_is_survived_with_nothing_lost_or_doubled(cluster, local_results, tmp_path):
-    import ray
-
     names = {name: node for node, name in cluster.alive_nodes().items()}
     home = tmp_path / "home"
     stage(home)
     run = run_batch(home, ray_config(cluster, block_rows=1))
-    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-    try:  # kill worker_0 once the batch's blocks hold the cluster's CPUs
-        deadline = time.monotonic() + 300
-        while ray.available_resources().get("CPU", 0) >= 2 and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert run.poll() is None, "the run ended before a block was seen running"
-        cluster.kill("worker_0")
-    finally:
-        ray.shutdown()
+    deadline = time.monotonic() + 300
+    while not cluster.running_tasks("worker_0") and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # until worker_0 runs one of the batch's blocks, as its process titles say
+    running = cluster.running_tasks("worker_0")
+    assert run.poll() is None and running, "no block was seen running on worker_0 before the run ended"
+    cluster.kill("worker_0")  # mid-block
     report = finished(run)
     assert report["success"]
     assert_same(results(home), local_results)  # nothing lost, nothing doubled

@@ -58,7 +58,7 @@ class LocalEngine:
     def map(self, fn: Callable[[list], Any], items: Sequence, what: str) -> list[Any]:
         """[fn(items)]: one block, the whole batch."""
         started = time.perf_counter()
-        result = fn(list(items))
+        result = fn(items)
         self.records.append(BlockRecord(what, 0, len(items), "local", time.perf_counter() - started))
         return [result]
 
@@ -93,12 +93,16 @@ class RayEngine:
         pending = {task.remote(fn_ref, block): index for index, block in enumerate(blocks)}
         results: list[Any] = [None] * len(blocks)
         progress = Progress(f"{what} on ray", len(items), log)
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            index = pending.pop(done[0])
-            results[index], node, seconds = ray.get(done[0])
-            self.records.append(BlockRecord(what, index, len(blocks[index]), node, seconds))
-            progress.advance(len(blocks[index]))
+        try:
+            while pending:
+                [done], _ = ray.wait(list(pending), num_returns=1)
+                index = pending.pop(done)
+                results[index], node, seconds = ray.get(done)
+                self.records.append(BlockRecord(what, index, len(blocks[index]), node, seconds))
+                progress.advance(len(blocks[index]))
+        finally:  # a block that failed for good, or a cancelled step: the cluster stops the rest
+            for ref in pending:
+                ray.cancel(ref, force=True)
         return results
 
     def nodes(self) -> dict[str, dict]:

@@ -82,7 +82,7 @@ class LocalCluster:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
         )  # fmt: skip
 
-    def start(self, timeout_s: float = 120) -> str:
+    def start(self, timeout_s: float = 300) -> str:
         # every port this cluster listens on is its own: a second cluster (or another user's) may run beside it
         self._start("head", ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
                              f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=0", "--num-gpus=0",
@@ -111,13 +111,42 @@ class LocalCluster:
             if len(self.alive_nodes()) >= count:
                 return
             time.sleep(0.5)
-        raise TimeoutError(f"the local Ray cluster at {self.address} did not have {count} nodes within {timeout_s}s")
+        logs = "\n".join(f"--- {name}\n{(self.root / f'{name}.log').read_text()[-1000:]}" for name in self.nodes)
+        raise TimeoutError(f"the local Ray cluster at {self.address} did not have {count} nodes within "
+                           f"{timeout_s}s\n{logs}")  # fmt: skip
+
+    def running_tasks(self, name: str) -> list[str]:
+        """What the node's task workers are running now, from their process titles (`ray::<task>`;
+        an idle worker is `ray::IDLE`), seen from outside the cluster."""
+        titles = []
+        for pid in session_processes(self.nodes[name].pid):
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::") and not title.startswith("ray::IDLE"):
+                titles.append(title)
+        return titles
+
+    def _kill_sessions(self, names: list[str], timeout_s: float = 30) -> None:
+        """SIGKILL the nodes' sessions until nothing is left in them (a process forked during a
+        pass is caught by the next)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = [pid for name in names for pid in session_processes(self.nodes[name].pid)]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"processes of the local Ray cluster would not die: {left}")
+            for name in names:
+                _signal_session(self.nodes[name].pid, signal.SIGKILL)
+            time.sleep(0.1)
+        for name in names:
+            self.nodes[name].wait()
 
     def kill(self, name: str) -> None:
         """SIGKILL a node and everything it started (its raylet, object store and workers)."""
-        process = self.nodes[name]
-        _signal_session(process.pid, signal.SIGKILL)
-        process.wait()
+        self._kill_sessions([name])
 
     def processes(self) -> list[int]:
         return [pid for process in self.nodes.values() for pid in session_processes(process.pid)]
@@ -129,9 +158,7 @@ class LocalCluster:
         deadline = time.monotonic() + grace_s
         while self.processes() and time.monotonic() < deadline:
             time.sleep(0.2)
-        for process in self.nodes.values():
-            _signal_session(process.pid, signal.SIGKILL)
-            process.wait()
+        self._kill_sessions(list(self.nodes))
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:

@@ -122,7 +122,7 @@ def _shares_a_band(keys: np.ndarray, bands: int) -> pl.Expr:
 def signatures_on(engine: LocalEngine | RayEngine, texts: pl.Series, params: minhash.MinHashParams) -> np.ndarray:
     """MinHash signatures of `texts`, computed in blocks on `engine` (a signature depends on its
     text alone, so blocks give what one pass gives)."""
-    blocks = engine.map(partial(minhash.signatures, params=params), texts.to_list(), "minhash signatures")
+    blocks = engine.map(partial(minhash.signatures, params=params), texts, "minhash signatures")
     return np.vstack(blocks) if blocks else np.zeros((0, params.permutations), np.uint32)
 
 
