@@ -114,21 +114,29 @@ def local_results(tmp_path_factory) -> dict:
     return found
 
 
-def sandboxes() -> list[int]:
-    """Live bubblewrap sandboxes on this machine (a code test's)."""
+def processes_running(needle: bytes, program_only: bool = False) -> list[int]:
+    """Live processes on this machine whose command line (or program, its first word) holds `needle`."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"bwrap" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
-                found.append(int(entry.name))
+            words = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
         except OSError:
             continue
+        if words and needle in (words[0] if program_only else b" ".join(words)):
+            found.append(int(entry.name))
     return found
 
 
-@pytest.fixture
+def sandboxes() -> list[int]:
+    """Live bubblewrap sandboxes on this machine (a code test's)."""
+    return processes_running(b"bwrap", program_only=True)
+
+
+@pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(workers=2, cpus_per_worker=1) as started:
+    """One cluster for the module (a start costs ~10 s on two cores); the kill test, which leaves
+    one worker, runs last."""
+    with LocalCluster(workers=2, cpus_per_worker=1, env={"OMP_NUM_THREADS": "1"}) as started:
         yield started
     assert started.processes() == [], "processes of the cluster left running"
     assert sandboxes() == [], "a code test's sandbox left running"
@@ -158,6 +166,41 @@ def test_a_batch_curated_on_a_three_node_cluster_equals_the_single_machine_path(
 
 
 @pytest.mark.integration
+def test_training_on_two_cluster_nodes_trains_what_one_process_with_the_same_global_batch_trains(
+        cluster, packed, tmp_path):  # noqa: F811
+    from assets.training import trainer_command
+    from pipeline.settings import resolve
+
+    base = {"data_dir": str(packed), "seq_len": 64, "max_steps": 4, "warmup_steps": 2, "lr": 3e-3, "zero_stage": 2,
+            "log_every": 100, "precision": "fp32"}  # fmt: skip
+    one = _run_trainer({**base, "out_dir": str(tmp_path / "one"), "micro_batch_size": 8}, tmp_path, "one")
+    assert one.wait(timeout=600) == 0, one.stderr.read()[-3000:]
+    config = tmp_path / "two.json"
+    config.write_text(json.dumps({**base, "out_dir": str(tmp_path / "two"), "micro_batch_size": 4}))
+    on_ray = {"engine": "ray", "ray": {"address": cluster.address, "train_nodes": 2}}
+    command = trainer_command(config, resolve("demo", {"orchestration": on_ray}))  # what the training step runs
+    assert command[:3] == [sys.executable, "-m", "pipeline.cluster.training"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)  # a rank on each worker node
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert processes_running(str(config).encode()) == []  # no rank of the run left, on any node
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
+    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)
+
+
+def test_a_bad_or_dead_cluster_address_fails_in_seconds_naming_the_setting():
+    from pipeline.cluster.engine import RayEngine
+    from pipeline.settings import ConfigError, RaySettings, resolve
+    from pipeline.teacher.server import free_port
+
+    with pytest.raises(ConfigError, match=r"orchestration.ray.address = 'http://head'"):
+        resolve("demo", {"orchestration": {"engine": "ray", "ray": {"address": "http://head"}}})
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match=r"orchestration.ray.address = '127.0.0.1:\d+': no Ray cluster answers"):
+        RayEngine(RaySettings(address=f"127.0.0.1:{free_port()}"))  # nothing listens there
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.integration
 def test_a_worker_killed_mid_batch_is_survived_with_nothing_lost_or_doubled(cluster, local_results, tmp_path):
     names = {name: node for node, name in cluster.alive_nodes().items()}
     home = tmp_path / "home"
@@ -175,38 +218,3 @@ def test_a_worker_killed_mid_batch_is_survived_with_nothing_lost_or_doubled(clus
     after = report["metadata"]["embeddings"]["blocks_by_node"]
     assert set(after) == {names["worker_1"]}  # what came after the kill ran on the survivor
     assert session_processes(cluster.nodes["worker_0"].pid) == []  # the killed node is gone, all of it
-
-
-@pytest.mark.integration
-def test_training_on_two_cluster_nodes_trains_what_one_process_with_the_same_global_batch_trains(packed, tmp_path):  # noqa: F811
-    from assets.training import trainer_command
-    from pipeline.settings import resolve
-
-    base = {"data_dir": str(packed), "seq_len": 64, "max_steps": 6, "warmup_steps": 2, "lr": 3e-3, "zero_stage": 2,
-            "log_every": 100, "precision": "fp32"}  # fmt: skip
-    one = _run_trainer({**base, "out_dir": str(tmp_path / "one"), "micro_batch_size": 8}, tmp_path, "one")
-    assert one.wait(timeout=600) == 0, one.stderr.read()[-3000:]
-    config = tmp_path / "two.json"
-    config.write_text(json.dumps({**base, "out_dir": str(tmp_path / "two"), "micro_batch_size": 4}))
-    with LocalCluster(workers=2, cpus_per_worker=1, env={"OMP_NUM_THREADS": "1"}) as cluster:
-        on_ray = {"engine": "ray", "ray": {"address": cluster.address, "train_nodes": 2}}
-        command = trainer_command(config, resolve("demo", {"orchestration": on_ray}))  # what the training step runs
-        assert command[:3] == [sys.executable, "-m", "pipeline.cluster.training"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)  # a rank on each worker node
-        assert done.returncode == 0, done.stderr[-3000:]
-    assert cluster.processes() == []
-    assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
-    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)
-
-
-def test_a_bad_or_dead_cluster_address_fails_in_seconds_naming_the_setting():
-    from pipeline.cluster.engine import RayEngine
-    from pipeline.settings import ConfigError, RaySettings, resolve
-    from pipeline.teacher.server import free_port
-
-    with pytest.raises(ConfigError, match=r"orchestration.ray.address = 'http://head'"):
-        resolve("demo", {"orchestration": {"engine": "ray", "ray": {"address": "http://head"}}})
-    started = time.monotonic()
-    with pytest.raises(ConnectionError, match=r"orchestration.ray.address = '127.0.0.1:\d+': no Ray cluster answers"):
-        RayEngine(RaySettings(address=f"127.0.0.1:{free_port()}"))  # nothing listens there
-    assert time.monotonic() - started < 15
