@@ -44,13 +44,13 @@ STAGES = {
     # the judge (quality_labels) asks the teacher; exercises run in the sandbox
     "curate": Stage("generate_batch", ("curated", "deduped", "embeddings", "semantic_deduped", "quality_labels",
                                        "quality_classifier", "quality_scored", "decontaminated", "token_shards"),
-                    True, ("teacher", "sandbox", "dagster", "disk")),  # fmt: skip
-    "train": Stage("train_and_release", ("training_mix", "student_model"), False, ("deepspeed", "gpus", "dagster",
-                                                                                  "disk")),  # fmt: skip
+                    True, ("teacher", "sandbox", "cluster", "dagster", "disk")),  # fmt: skip
+    "train": Stage("train_and_release", ("training_mix", "student_model"), False, ("deepspeed", "gpus", "cluster",
+                                                                                  "dagster", "disk")),  # fmt: skip
     "exam": Stage("train_and_release", ("exam_report",), False, ("sandbox", "dagster")),
     "release": Stage("train_and_release", ("model_card", "dataset_card", "hub_release"), False, ("hub", "dagster")),
 }
-CHAIN_NEEDS = ("teacher", "sandbox", "deepspeed", "gpus", "disk", "hub", "dagster")
+CHAIN_NEEDS = ("teacher", "sandbox", "deepspeed", "gpus", "disk", "hub", "cluster", "dagster")
 
 
 def run_batches(instance, overrides: dict, dates: Sequence[str], assets: Sequence[str] | None = None,

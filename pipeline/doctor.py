@@ -6,8 +6,9 @@ rejected rows. A check never raises: whatever goes wrong becomes a failed line n
 The parts: `teacher` (every URL answers, accepts the key and serves `teacher.model`), `sandbox`
 (bubblewrap isolates here), `deepspeed` (it imports, the precision works and the ops a run builds can build),
 `gpus` (as many as `training.num_gpus`), `disk` (room for the planned tokens), `hub` (the token
-may write, when a repo is named). The Dagster instance's check lives with the command (this
-library does not import Dagster) and is passed in as an extra part.
+may write, when a repo is named), `cluster` (the Ray cluster answers, on the `ray` engine). The
+Dagster instance's check lives with the command (this library does not import Dagster) and is
+passed in as an extra part.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pipeline.paths import artifact_home
 from pipeline.settings import Settings
 
-PARTS = ("teacher", "sandbox", "deepspeed", "gpus", "disk", "hub")
+PARTS = ("teacher", "sandbox", "deepspeed", "gpus", "disk", "hub", "cluster")
 # Bytes a completion token costs on disk: 36 measured on a demo's state folder (the journal, the
 # batch's table at every stage, token shards, embeddings, dedup indexes: 601 kB for 16.5k tokens).
 BYTES_PER_TOKEN = 40
@@ -218,6 +219,21 @@ def hub(settings: Settings) -> list[Check]:
     return [Check("hub", True, f"HF_TOKEN of {me.get('name')} ({role or 'role unknown'}) for {', '.join(repos)}")]
 
 
+def cluster(settings: Settings) -> list[Check]:
+    orchestration = settings.orchestration
+    if orchestration.engine != "ray":
+        return [Check("cluster", True, "orchestration.engine = local: every step's work runs on this machine")]
+    from pipeline.cluster.engine import check_reachable
+
+    try:
+        check_reachable(orchestration.ray.address)
+    except ConnectionError as error:
+        found, _, fix = str(error).partition("; ")
+        return [Check("cluster", False, found, fix)]
+    return [Check("cluster", True, f"a Ray cluster answers at {orchestration.ray.address}")]
+
+
 CHECKS: dict[str, Callable[[Settings], list[Check]]] = {
     "teacher": teacher, "sandbox": sandbox, "deepspeed": deepspeed, "gpus": gpus, "disk": disk, "hub": hub,
+    "cluster": cluster,
 }  # fmt: skip

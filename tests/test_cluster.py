@@ -149,8 +149,13 @@ def ray_config(cluster: LocalCluster, block_rows: int) -> dict:
 
 @pytest.mark.integration
 def test_a_batch_curated_on_a_three_node_cluster_equals_the_single_machine_path(cluster, local_results, tmp_path):
+    from pipeline.doctor import diagnose
+    from pipeline.settings import resolve
+
     names = cluster.alive_nodes()
     assert sorted(names.values()) == ["head", "worker_0", "worker_1"]
+    (check,) = diagnose(resolve("demo", ray_config(cluster, block_rows=3)), ["cluster"])
+    assert check.passed, check
     home = tmp_path / "home"
     stage(home)
     report = finished(run_batch(home, ray_config(cluster, block_rows=3)))
@@ -189,6 +194,7 @@ def test_training_on_two_cluster_nodes_trains_what_one_process_with_the_same_glo
 
 def test_a_bad_or_dead_cluster_address_fails_in_seconds_naming_the_setting():
     from pipeline.cluster.engine import RayEngine
+    from pipeline.doctor import diagnose
     from pipeline.settings import ConfigError, RaySettings, resolve
     from pipeline.teacher.server import free_port
 
@@ -198,6 +204,9 @@ def test_a_bad_or_dead_cluster_address_fails_in_seconds_naming_the_setting():
     with pytest.raises(ConnectionError, match=r"orchestration.ray.address = '127.0.0.1:\d+': no Ray cluster answers"):
         RayEngine(RaySettings(address=f"127.0.0.1:{free_port()}"))  # nothing listens there
     assert time.monotonic() - started < 15
+    dead = resolve("demo", {"orchestration": {"engine": "ray", "ray": {"address": f"127.0.0.1:{free_port()}"}}})
+    (check,) = diagnose(dead, ["cluster"])  # `schoolhouse doctor`, and the preflight of curate and train
+    assert not check.passed and "no Ray cluster answers there" in check.found and "ray start --head" in check.fix
 
 
 @pytest.mark.integration

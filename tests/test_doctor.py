@@ -72,7 +72,8 @@ def test_the_machine_checks_say_what_they_found_and_fail_with_a_fix(tmp_path, mo
     monkeypatch.setenv("SCHOOLHOUSE_HOME", str(tmp_path))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     checks = {c.name: c for c in doctor.diagnose(resolve("demo"))}
-    assert set(checks) == set(doctor.PARTS) == {"teacher", "sandbox", "deepspeed", "gpus", "disk", "hub"}
+    assert set(checks) == set(doctor.PARTS) == {"teacher", "sandbox", "deepspeed", "gpus", "disk", "hub",
+                                                        "cluster"}
     assert all(c.passed and not c.fix for c in checks.values()), doctor.format_report(list(checks.values()))
     assert "managed" in checks["teacher"].found  # the run starts its own: no server to ask yet
     assert "bubblewrap isolates" in checks["sandbox"].found and "no repo named" in checks["hub"].found
