@@ -54,12 +54,15 @@ def batch(domain: str, texts: list[str]) -> pl.DataFrame:
 
 def stages(engine_of, cores: int, text: pl.DataFrame, code: pl.DataFrame, embedder, folder: Path) -> dict:
     """{stage: (seconds, result)} for one configuration; `engine_of(stage)` gives its engine."""
+    import torch
+
     from pipeline.curation.curate import curate
     from pipeline.curation.dedup import signatures_on
     from pipeline.curation.embeddings import EmbeddingStore
     from pipeline.curation.minhash import MinHashParams
     from pipeline.settings import CurationSettings
 
+    torch.set_num_threads(cores)  # the local embedder on as many cores as the configuration has
     settings = CurationSettings(workers=cores, sandbox={"workers": cores})
     out = {}
     started = time.perf_counter()
