@@ -369,6 +369,16 @@ def _decontaminated(home: Path) -> None:
             home / "tables" / "decontaminated" / "2026-11-20" / f"{domain}.parquet")
 
 
+def run_declared(folder: Path, name: str, config: dict) -> list[str]:
+    """Runs the experiment `name` declared in `folder` through its Dagster jobs, in a process of
+    its own (tests/experiment_run.py); every run must succeed. Returns the runs' partitions."""
+    env = {**os.environ, "SCHOOLHOUSE_EXPERIMENTS": str(folder), "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "experiment_run.py"), name, json.dumps(config)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [run["partition"] for run in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
 @pytest.mark.integration
 def test_an_experiment_trains_its_start_and_arms_and_reports_from_their_runs(artifact_home, tmp_path):
     folder = tmp_path / "declared"
@@ -383,12 +393,7 @@ def test_an_experiment_trains_its_start_and_arms_and_reports_from_their_runs(art
               "training": {"seq_len": 32, "micro_batch_size": 4, "log_every": 2, "replay_max_documents": 60},
               "experiments": {"max_steps": 4, "start_max_steps": 6, "heldout_windows": 8, "resamples": 200},
               "exam": {"mmlu_limit": 6, "humaneval_limit": 1, "max_new_tokens": 16}}  # fmt: skip
-    env = {**os.environ, "SCHOOLHOUSE_EXPERIMENTS": str(folder), "OMP_NUM_THREADS": "2"}
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "experiment_run.py"), "tiny", json.dumps(config)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [r["partition"] for r in runs] == ["tiny", "tiny.finetune", "tiny.replay", "tiny"]
+    assert run_declared(folder, "tiny", config) == ["tiny", "tiny.finetune", "tiny.replay", "tiny"]
 
     experiment = artifact_home / "experiments" / "tiny"
     start = json.loads((experiment / "start" / "summary.json").read_text())
@@ -446,12 +451,7 @@ def test_the_pretrained_forgetting_experiment_runs_reduced_through_its_jobs(arti
     _decontaminated(artifact_home)
     config = {"profile": "experiments", "teacher": {"mode": "url", "urls": [teacher_url]},
               "experiments": {"heldout_windows": 4, "resamples": 200}}  # fmt: skip
-    env = {**os.environ, "SCHOOLHOUSE_EXPERIMENTS": str(folder), "OMP_NUM_THREADS": "2"}
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "experiment_run.py"), "small", json.dumps(config)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [r["partition"] for r in runs] == ["small", "small.finetune", "small.self-replay", "small"]
+    assert run_declared(folder, "small", config) == ["small", "small.finetune", "small.self-replay", "small"]
 
     experiment = artifact_home / "experiments" / "small"
     assert not (experiment / "start").exists()  # the pretrained start is not trained here
