@@ -26,12 +26,13 @@ def check_shape(size: str, seq_len: int, overrides: dict[str, Any]) -> None:
     """The errors a run would otherwise meet only after loading data and building the model."""
     if size not in SHAPES:
         raise ValueError(f"training.size = {size!r}: must be one of {', '.join(SHAPES)}")
-    from transformers import PhiConfig
+    if overrides:  # transformers takes seconds to import: every step's settings pass through here
+        from transformers import PhiConfig
 
-    known = PhiConfig().to_dict()
-    for key in overrides:
-        if key not in known:
-            raise ValueError(f"training.model_overrides.{key}: not a PhiConfig field")
+        known = PhiConfig().to_dict()
+        for key in overrides:
+            if key not in known:
+                raise ValueError(f"training.model_overrides.{key}: not a PhiConfig field")
     positions = {**SHAPES[size], **overrides}["max_position_embeddings"]
     if seq_len > positions:
         raise ValueError(
