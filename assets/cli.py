@@ -203,7 +203,7 @@ def launch_command(args, overrides: dict) -> int:
     from pipeline.doctor import PreflightFailed, preflight
 
     started = time.monotonic()
-    dates = getattr(args, "dates", None) or [datetime.now(UTC).strftime("%Y-%m-%d")]
+    dates = getattr(args, "dates", None) or _default_dates(args, overrides)
     stage = runs.STAGES.get(args.command)
     skip_batches = getattr(args, "skip_batches", False)
     needs = runs.CHAIN_NEEDS if stage is None else stage.needs
@@ -233,6 +233,16 @@ def launch_command(args, overrides: dict) -> int:
             elif args.command == "experiments":
                 results += runs.run_experiments(instance, overrides)
     return _summary(args.command, results, (time.monotonic() - started) / 60)
+
+
+def _default_dates(args, overrides: dict) -> list[str]:
+    """Today's batches; for `experiments`, the profile's `experiments.batch_dates` where it names any,
+    so that a run on any day asks the teacher the same prompts as the one its docs report."""
+    if args.command == "experiments":
+        fixed = resolve(args.profile, overrides).experiments.batch_dates
+        if fixed:
+            return fixed
+    return [datetime.now(UTC).strftime("%Y-%m-%d")]
 
 
 def _summary(command: str, results: list, minutes: float) -> int:

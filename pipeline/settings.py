@@ -10,12 +10,13 @@ and what it accepts.
 from __future__ import annotations
 
 import logging
+from datetime import date
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.sandbox.pool import SandboxMode
 from trainers.config import TrainConfig, describe
@@ -414,6 +415,20 @@ class ExperimentSettings(_Settings):
     start_max_steps: int = Field(0, ge=0, description="Steps of a starting checkpoint (0 = training.max_steps).")
     heldout_windows: int = Field(64, ge=1, description="Held-out windows per source scored for each arm.")
     resamples: int = Field(2000, ge=100, description="Bootstrap resamples for the 95% intervals.")
+    batch_dates: list[str] = Field(default_factory=list, description="The batches (YYYY-MM-DD) `schoolhouse "
+                                   "experiments` generates when no --date is given ([] = today's): a batch's "
+                                   "prompts are drawn by its date, so fixed dates give every run the same prompts.")
+
+    @field_validator("batch_dates", mode="before")
+    @classmethod
+    def _iso_dates(cls, values: Any) -> Any:
+        """YAML reads 2026-12-06 as a date, --set as a string: either way one ISO string, checked."""
+        if not isinstance(values, list):
+            return values
+        try:
+            return [date.fromisoformat(str(v)).isoformat() for v in values]
+        except ValueError as error:
+            raise ValueError(f"a date is written YYYY-MM-DD ({error})") from None
 
 
 class Executor(str, Enum):

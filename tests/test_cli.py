@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 import pytest
 
-from assets.cli import EXAMPLES, main, parse_sets
+from assets.cli import EXAMPLES, _default_dates, _parser, main, parse_sets
 from pipeline.settings import ConfigError
 
 
@@ -54,6 +55,19 @@ def test_every_subcommand_explains_itself_with_an_example():
         assert shown.returncode == 0 and f"example: {example}" in shown.stdout, shown.stderr
     assert "schoolhouse doctor" in subprocess.run([sys.executable, "-m", "assets.cli", "--help"], capture_output=True,
                                                   text=True, timeout=120).stdout  # fmt: skip
+
+
+def test_experiments_ask_the_profiles_fixed_batch_dates_so_every_run_draws_the_same_prompts():
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    for argv, dates in ((["experiments", "--profile", "experiments"], ["2026-12-06"]),
+                        (["experiments", "--profile", "demo"], [today]),  # no fixed dates: today's batches
+                        (["run", "--profile", "experiments"], [today])):  # fmt: skip
+        assert _default_dates(_parser().parse_args(argv), {}) == dates
+    overrides = {"experiments": {"batch_dates": ["2026-03-01", "2026-03-02"]}}
+    args = _parser().parse_args(["experiments", "--profile", "experiments"])
+    assert _default_dates(args, overrides) == ["2026-03-01", "2026-03-02"]
+    with pytest.raises(ConfigError, match="batch_dates"):
+        _default_dates(args, {"experiments": {"batch_dates": ["yesterday"]}})
 
 
 def test_a_scheduled_run_uses_the_deployments_profile(artifact_home, tmp_path):
