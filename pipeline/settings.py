@@ -65,7 +65,8 @@ class TeacherSettings(_Settings):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="managed mode, GPU.")
     startup_timeout_s: float = Field(900.0, gt=0, description="managed mode: wait for /health.")
     connect_timeout_s: float = Field(60.0, gt=0, description="Give up on an unreachable server.")
-    request_timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
+    request_timeout_s: float = Field(600.0, gt=0, description="Longest wait for the next piece of an answer "
+                                     "(answers stream in, so a long one on a busy server is not cut off).")
     max_retries: int = Field(4, ge=0, description="Retries on connection errors, 429 and 5xx.")
     concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once.")
     api_key_env: str = Field(

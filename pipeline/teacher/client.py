@@ -138,8 +138,12 @@ class TeacherClient:
             extra["structured_outputs"] = {"regex": request.answer_regex}
         if request.answer_schema:
             extra["structured_outputs"] = {"json": request.answer_schema}
+        # The answer streams in, so the timeout is the longest wait for its next piece, not for all of
+        # it: a long answer from a busy server (a CPU serving a hundred requests writes each of them
+        # a token or two a second) is not cut off and asked again, while a server that stalls still is.
+        parts, finish_reason, usage = [], "empty", None
         try:
-            response = await client.chat.completions.create(
+            stream = await client.chat.completions.create(
                 model=self.model,
                 messages=messages,
                 max_tokens=request.max_tokens,
@@ -147,21 +151,29 @@ class TeacherClient:
                 top_p=request.top_p,
                 seed=request.seed,
                 extra_body=extra or None,
+                stream=True,
+                stream_options={"include_usage": True},
             )
+            async for chunk in stream:
+                for choice in chunk.choices[:1]:
+                    parts.append(choice.delta.content or "")
+                    finish_reason = choice.finish_reason or finish_reason
+                usage = chunk.usage or usage
         except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as error:
-            # Retries (with backoff) are spent: fail the step; the journal keeps what finished.
+            # Retries (with backoff) are spent, or the answer broke off: fail the step; the journal
+            # keeps what finished, and a re-run asks only for the rest.
             raise TeacherUnreachable(f"teacher at {client.base_url} failed: {error}") from error
         except openai.APIStatusError as error:
             if decide(error.status_code) == "reject":
                 # This request is bad (e.g. a prompt over the context length): a rejected row.
                 return Completion(request.key, "", "error", 0, 0, error=self._redact(str(error))[:500])
             raise await self._refusal(error, client) from None  # `from None`: the cause may echo the key
-        choice = response.choices[0] if response.choices else None
-        usage = response.usage
+        except openai.APIError as error:  # an error event inside this answer's stream: a rejected row
+            return Completion(request.key, "", "error", 0, 0, error=self._redact(str(error))[:500])
         return Completion(
             key=request.key,
-            text=request.answer_prefix + ((choice.message.content or "") if choice else ""),
-            finish_reason=(choice.finish_reason or "unknown") if choice else "empty",
+            text=request.answer_prefix + "".join(parts),
+            finish_reason=finish_reason if parts else "empty",
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
