@@ -10,13 +10,19 @@ A run launched here is tagged with the process that runs it (`schoolhouse/proces
 start time). Without the daemon nothing else notices when that process is killed: the run stays
 STARTED and keeps its pool slots (`shared_tables`, `gpu`), so the next run's step in that pool
 would wait forever. `reap_dead_runs`, at the start of every command, fails such runs and frees
-their slots."""
+their slots.
+
+A process that multiprocessing starts for a run (a `launch_apart` worker, a step of the
+multiprocess executor) is told SIGTERM when its parent dies (`stop_with_parent`), by `kill PID`, a
+service manager or the OOM killer: Dagster takes SIGTERM as an interrupt, so the run stops its
+steps where they are and records itself as ended, instead of running on with nobody waiting."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +33,7 @@ import dagster as dg
 from pipeline.paths import artifact_home
 from pipeline.settings import Executor, OrchestrationSettings
 from trainers import atomic
+from trainers.process_group import die_with_parent
 
 PROFILE_TAG = "schoolhouse/profile"  # every run says which profile it used (the runs list shows it)
 PROCESS_TAG = "schoolhouse/process"  # host:pid:start time of the process running the run (reap_dead_runs)
@@ -144,8 +151,14 @@ def _reap(instance: dg.DagsterInstance, run: dg.DagsterRun, tag: str) -> None:
 
 
 def _launch_in_child(instance_root: str, *args) -> RunOutcome:
-    with dg.DagsterInstance.from_config(instance_root) as instance:
-        return launch(instance, *args)
+    try:
+        with dg.DagsterInstance.from_config(instance_root) as instance:
+            return launch(instance, *args)
+    finally:
+        # A worker never sees its command's death in the pool's queues (it holds both ends of
+        # them): once the run has recorded its end, an orphaned worker goes too.
+        if os.getppid() != multiprocessing.parent_process().pid:
+            os._exit(1)
 
 
 def launch_apart(pool: ProcessPoolExecutor, instance: dg.DagsterInstance, *args) -> Future[RunOutcome]:
@@ -155,4 +168,15 @@ def launch_apart(pool: ProcessPoolExecutor, instance: dg.DagsterInstance, *args)
 
 def run_pool(runs: int) -> ProcessPoolExecutor:
     """Processes for `runs` runs at once; spawned, so no thread or lock of this one is copied."""
-    return ProcessPoolExecutor(runs, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(runs, mp_context=multiprocessing.get_context("spawn"), initializer=stop_with_parent)
+
+
+def stop_with_parent() -> None:
+    """In a process multiprocessing started: SIGTERM when the process that started it dies, even by
+    SIGKILL. Elsewhere (a command, `dagster api execute_run`, a test) nothing changes."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != parent.pid:  # it died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)

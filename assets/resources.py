@@ -79,6 +79,11 @@ class Schoolhouse(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Runs before the first step: a bad profile or value fails the run before any work.
         self._settings = self.resolve()
+        # In each step's own process (the multiprocess executor's): stop, as Dagster stops a step,
+        # if the run's process dies, rather than run on orphaned.
+        from assets.launch import stop_with_parent
+
+        stop_with_parent()
         if context.log is not None:
             context.log.info(f"profile {self.profile}")
 

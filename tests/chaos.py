@@ -6,8 +6,10 @@ The chain is one text batch's commands: `schoolhouse generate`, `curate`, and, w
 theirs is among the points, `train`, `exam`, `release`. Each point starts from the uninterrupted
 run's state folder as it was before the command it kills in, with all its journals (the teacher's
 answers and grades, so it asks nothing new; the generation points start from nothing and ask
-again), runs that command and SIGKILLs, a seeded delay after the step starts, either the
-whole command (its session: the command, the run, every step process) or the step's own process.
+again), runs that command and, a seeded delay after the step starts, SIGKILLs either the whole
+command (its session: the command, the run, every step process) or the step's own process, or
+stops the command as `kill PID`, a service manager or the OOM killer does: a signal to the
+command's own process alone (`stop`: SIGTERM), which must take every process it started with it.
 Then the killed command and the rest of the chain run again and, from outside, the harness checks:
 - the kept rows equal the uninterrupted run's, row for row, the token shards byte for byte, the
   student's weights byte for byte (training resumes from its last checkpoint), the exam's scores
@@ -38,6 +40,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +65,7 @@ STEPS = {"generate": ["generations"],
          "exam": ["exam_report"],
          "release": ["model_card", "dataset_card", "hub_release"]}  # fmt: skip
 STAGES = tuple(STEPS)
+TARGETS = ("command", "step", "stop")  # what is killed (kill_inside)
 STARTED = re.compile(r" - (\d+) - (\w+) - STEP_START - ")
 
 
@@ -107,8 +111,10 @@ def run_to_end(stage: str, home: Path, teacher_url: str, timeout_s: float = 1800
 
 def kill_inside(stage: str, home: Path, teacher_url: str, step: str, target: str,
                 delay_s: float, sets: list[str] = SETS) -> tuple[bool, list[int]]:  # fmt: skip
-    """Run `stage`, SIGKILL `target` `delay_s` after `step` starts: whether the kill landed (the
-    step may end first), and the processes of the command's session still alive a minute later."""
+    """Run `stage`, kill `target` `delay_s` after `step` starts (`command`: SIGKILL to its session;
+    `step`: SIGKILL to the step's process; `stop`: SIGTERM to the command's process alone): whether
+    the kill landed (the step may end first), and the processes of the command's session still
+    alive a minute later."""
     command = schoolhouse(stage, home, teacher_url, sets)
     killed = False
     for line in command.stdout:
@@ -118,12 +124,15 @@ def kill_inside(stage: str, home: Path, teacher_url: str, step: str, target: str
             if command.poll() is None:
                 if target == "command":
                     os.killpg(command.pid, signal.SIGKILL)
+                elif target == "stop":
+                    os.kill(command.pid, signal.SIGTERM)
                 else:
                     _kill(int(started.group(1)))
                 killed = True
             break
-    for _ in command.stdout:  # the rest of the output (a killed step: the run fails, the command ends)
-        pass
+    # the rest of the output (a killed step: the run fails, the command ends), read aside: a process
+    # left behind holds the pipe open, and must be found below, not wait here forever
+    threading.Thread(target=command.stdout.read, daemon=True).start()
     command.wait(timeout=1800)
     _wait_for_session_to_end(command.pid)
     return killed, session_processes(command.pid)
@@ -317,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="state/chaos", help="a folder for the runs' homes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", help="comma-separated steps to kill inside (default: all ten)")
-    parser.add_argument("--targets", default="command,step", help="what is killed: command, step or both")
+    parser.add_argument("--targets", default="command,step",
+                        help="what is killed, comma-separated: command, step, stop (SIGTERM to the command alone)")
     parser.add_argument("--pairs", type=int, default=0,
                         help="instead of kill points: N times, the same commands twice at once")  # fmt: skip
     parser.add_argument("--pair-stages", default="generate,curate",
@@ -326,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     every = [s for steps in STEPS.values() for s in steps]
     steps = args.steps.split(",") if args.steps else every
     targets = tuple(args.targets.split(","))
-    if set(steps) - set(every) or set(targets) - {"command", "step"}:
-        parser.error(f"steps are among {', '.join(every)}; targets among command, step")
+    if set(steps) - set(every) or set(targets) - set(TARGETS):
+        parser.error(f"steps are among {', '.join(every)}; targets among {', '.join(TARGETS)}")
     if not args.teacher_url and not args.managed_teacher:
         parser.error("give --teacher-url or --managed-teacher")
     with contextlib.ExitStack() as stack:

@@ -1,8 +1,10 @@
 """Kill points of `make chaos` (tests/chaos.py).
 
-In `make test` (about 2 minutes): the generation of one small batch killed at two seeded points
-(the step's own process in the middle of `generations`, tearing its journal; the whole command
-inside the `topics` step, which holds a pool slot), then the same command twice at
+In `make test` (about 2 minutes): the generation of one small batch killed at three seeded points
+(the step's own process in the middle of `generations`, tearing its journal; the command's own
+process alone stopped with SIGTERM in the middle of `generations`, as `kill PID` does, which must
+take its run and steps with it; the whole command inside the `topics` step, which holds a pool
+slot), then the same command twice at
 once: both succeed, and the batch is whole: every planned prompt answered once, the table equal to
 the journal row for row, nothing doubled, no temporary file, no process of a killed command left.
 
@@ -18,7 +20,7 @@ from trainers import atomic
 
 SMALL = ["--set", "generation.samples_per_domain=4", "--set", "generation.max_tokens=96"]
 # (step, what is killed, seconds after the step starts): seeded, as `make chaos` draws them
-POINTS = [*chaos.points(0, ["generations"], ("step",)), ("topics", "command", 0.0)]
+POINTS = [*chaos.points(0, ["generations"], ("step", "stop")), ("topics", "command", 0.0)]
 
 
 @pytest.mark.integration
@@ -29,6 +31,7 @@ def test_generation_killed_at_seeded_points_then_run_twice_at_once_is_whole(teac
         killed, alive = chaos.kill_inside("generate", home, teacher_url, step, target, delay, SMALL)
         assert alive == [], f"{step}, {target}: processes of the killed command still running: {alive}"
         landed.append(killed)
+    assert landed[1], "the stop inside `generations` came after the step ended"
     assert landed[-1], "the kill inside `topics` came after the step ended"
 
     # the same batch twice at once: the next command reaps the killed runs (their pool slots), one

@@ -138,3 +138,29 @@ def test_a_killed_step_leaves_no_vllm_process(embedded_teacher_dir, tmp_path):
     while group_members(group) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert group_members(group) == [], f"of {started}, still running: {group_members(group)}"
+
+
+# A command that runs work in the run pool (as `schoolhouse generate` runs a batch), prints the
+# worker's pid, then waits to be killed.
+POOL_COMMAND = textwrap.dedent("""
+    import os, time
+    from assets.launch import run_pool
+    with run_pool(1) as pool:
+        print(pool.submit(os.getpid).result(), flush=True)
+        time.sleep(300)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_run_pool_worker_stops_when_its_command_is_killed_alone(sig):
+    """`kill PID` or the OOM killer reaches the command's process alone: its run processes go too."""
+    command = subprocess.Popen([sys.executable, "-c", POOL_COMMAND], stdout=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    worker = int(command.stdout.readline())
+    assert alive(worker)
+    os.kill(command.pid, sig)
+    command.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker), f"the run pool's worker {worker} outlived its command ({sig.name})"
