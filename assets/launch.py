@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,8 @@ def stop_with_parent() -> None:
     parent = multiprocessing.parent_process()
     if parent is None:
         return
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ignored by whoever started the command (nohup-like)
     die_with_parent(signal.SIGTERM)
     if os.getppid() != parent.pid:  # it died before the signal was armed
         os.kill(os.getpid(), signal.SIGTERM)

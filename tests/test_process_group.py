@@ -141,12 +141,15 @@ def test_a_killed_step_leaves_no_vllm_process(embedded_teacher_dir, tmp_path):
 
 
 # A command that runs work in the run pool (as `schoolhouse generate` runs a batch), prints the
-# worker's pid, then waits to be killed.
+# worker's pid, then waits to be killed. The worker starts with SIGTERM ignored, as under a starter
+# that ignores it; the command itself dies of it.
 POOL_COMMAND = textwrap.dedent("""
-    import os, time
+    import os, signal, time
     from assets.launch import run_pool
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with run_pool(1) as pool:
         print(pool.submit(os.getpid).result(), flush=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         time.sleep(300)
 """)
 
